@@ -1,0 +1,40 @@
+"""The Typer application that every command module registers on.
+
+Command modules import heavy libraries inside their functions, never at module level, so that
+``whisperops --help`` stays well under half a second.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import typer
+from rich.console import Console
+
+from whisperops import __version__
+
+app = typer.Typer(
+    name="whisperops",
+    help="Run OpenAI Whisper in production: transcribe at scale, evaluate, fine-tune and serve.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+console = Console()
+err_console = Console(stderr=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"whisperops {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More logging (-v info, -vv debug)."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version."),
+) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")

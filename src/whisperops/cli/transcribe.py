@@ -1,0 +1,128 @@
+"""``whisperops transcribe``: sources in, transcripts and subtitles out, one summary table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from whisperops.cli.app import app, console, err_console
+
+EXIT_SOME_FAILED = 1
+
+
+@app.command("transcribe")
+def transcribe_cmd(
+    sources: list[str] = typer.Argument(
+        ..., help="Files, folders (recursive), list files (.txt, one path/URL a line) or http(s) URLs."
+    ),
+    model: str = typer.Option("tiny.en", "--model", "-m", help="Registry name, local directory or hub id."),
+    output_dir: Path = typer.Option(Path("transcripts"), "--output-dir", "-o", help="Where outputs go."),
+    formats: str = typer.Option("txt,srt,vtt,json", "--formats", "-f", help="Comma list of txt,srt,vtt,tsv,json|all."),
+    language: str = typer.Option("auto", "--language", "-l", help="Language code, or auto to detect."),
+    task: str = typer.Option("transcribe", "--task", help="transcribe, or translate (to English)."),
+    beam_size: int = typer.Option(5, "--beam-size", help="Beam width (1 = greedy)."),
+    batch_size: int = typer.Option(0, "--batch-size", help="> 1: batched inference over VAD chunks."),
+    word_timestamps: bool = typer.Option(False, "--word-timestamps", help="Time every word."),
+    vad: bool = typer.Option(True, "--vad/--no-vad", help="Skip non-speech with Silero VAD."),
+    initial_prompt: str | None = typer.Option(None, "--initial-prompt", help="Text to prime the decoder."),
+    hotwords: str | None = typer.Option(None, "--hotwords", help="Words to bias decoding towards."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    compute_type: str = typer.Option("auto", "--compute-type", help="auto (int8 CPU / float16 GPU), or any CT2 type."),
+    threads: int = typer.Option(0, "--threads", help="CPU threads for decoding (0: CTranslate2's default)."),
+    cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse transcripts of identical audio."),
+) -> None:
+    """Transcribe media into txt/srt/vtt/tsv/json, one file per item and format."""
+    from whisperops.engine import DecodeOptions, Engine
+    from whisperops.pipeline import TranscriptCache, transcribe_items
+    from whisperops.sources import resolve
+    from whisperops.writers import parse_formats
+
+    fmt_list = parse_formats(formats)
+    options = DecodeOptions(
+        language=language,
+        task=task,
+        beam_size=beam_size,
+        batch_size=batch_size,
+        word_timestamps=word_timestamps,
+        vad_filter=vad,
+        initial_prompt=initial_prompt,
+        hotwords=hotwords,
+    )
+    items = resolve(sources)
+    engine = Engine(model, device=device, compute_type=compute_type, cpu_threads=threads)
+    with RichProgress(len(items)) as progress:
+        results = transcribe_items(
+            engine,
+            items,
+            options,
+            output_dir=output_dir,
+            formats=fmt_list,
+            cache=TranscriptCache() if cache else None,
+            progress=progress,
+        )
+    print_summary(results, output_dir)
+    if any(not r.ok for r in results):
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+class RichProgress:
+    """Two bars: items done, and audio seconds of the current item."""
+
+    def __init__(self, total_items: int) -> None:
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        self._progress = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err_console,
+            transient=True,
+        )
+        self._items = self._progress.add_task("items", total=total_items)
+        self._audio = self._progress.add_task("audio s", total=None)
+
+    def __enter__(self) -> RichProgress:
+        self._progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.__exit__(*exc)
+
+    def item_started(self, item) -> None:
+        self._progress.update(self._audio, description=f"[dim]{item.name[:40]}", completed=0, total=None)
+
+    def audio_known(self, item, seconds: float) -> None:
+        self._progress.update(self._audio, total=round(seconds))
+
+    def segment_done(self, item, segment) -> None:
+        self._progress.update(self._audio, completed=round(segment.end))
+
+    def item_done(self, result) -> None:
+        task = self._progress.tasks[self._audio]
+        self._progress.update(self._audio, completed=task.total or 0)
+        self._progress.advance(self._items)
+
+
+def print_summary(results, output_dir: Path) -> None:
+    from rich.table import Table
+
+    table = Table(title="transcription summary")
+    for col in ("item", "status", "duration", "language", "speed", "text"):
+        table.add_column(col, overflow="fold")
+    for r in results:
+        t = r.transcript
+        if t is None:
+            table.add_row(r.item.name, "[red]failed", "-", "-", "-", "")
+            continue
+        status = r.status if t.text else f"{r.status} (no speech)"
+        speed = f"{t.speed:.1f}x" if r.status == "ok" else "cached"
+        text = t.text if len(t.text) <= 60 else t.text[:57] + "..."
+        table.add_row(r.item.name, status, f"{t.duration:.1f}s", t.language, speed, text)
+    console.print(table)
+    failed = [r for r in results if not r.ok]
+    for r in failed:
+        err_console.print(f"[red]failed:[/] {r.error}", highlight=False, soft_wrap=True)
+    done = len(results) - len(failed)
+    console.print(f"{done} of {len(results)} items transcribed; outputs in {output_dir}/", highlight=False)

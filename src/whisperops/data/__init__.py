@@ -1,0 +1,1 @@
+"""Datasets: manifests of labelled audio, and offline speech synthesis to make them."""

@@ -1,0 +1,229 @@
+"""The transcription engine: faster-whisper (CTranslate2) behind a small, typed API.
+
+``Engine`` loads a model once and transcribes many inputs. ``Engine.segments`` is lazy like
+faster-whisper's own generator; ``Engine.transcribe`` drains it into a :class:`Transcript`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from whisperops.audio import SAMPLE_RATE, load_audio
+from whisperops.errors import ModelNotFoundError, OptionError
+from whisperops.models import registry
+from whisperops.results import Segment, Transcript, Word
+
+log = logging.getLogger(__name__)
+
+TASKS = ("transcribe", "translate")
+
+
+@dataclass
+class DecodeOptions:
+    """How to decode. Defaults match faster-whisper's, except that VAD is on (no text from silence)."""
+
+    language: str | None = None  # None: detect (and report with its probability)
+    task: str = "transcribe"
+    beam_size: int = 5
+    vad_filter: bool = True
+    word_timestamps: bool = False
+    initial_prompt: str | None = None
+    hotwords: str | None = None
+    batch_size: int = 0  # > 1: BatchedInferencePipeline over VAD chunks
+    condition_on_previous_text: bool = True
+    temperature: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+    def __post_init__(self) -> None:
+        if self.language in ("", "auto"):
+            self.language = None
+        if self.task not in TASKS:
+            raise OptionError(f"--task {self.task!r}: must be one of {', '.join(TASKS)}")
+        if self.beam_size < 1:
+            raise OptionError(f"--beam-size {self.beam_size}: must be at least 1")
+        if self.batch_size < 0:
+            raise OptionError(f"--batch-size {self.batch_size}: must be 0 (sequential) or more")
+        if isinstance(self.temperature, (int, float)):
+            self.temperature = (float(self.temperature),)
+        self.temperature = tuple(self.temperature)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def cache_key(self) -> str:
+        """Stable digest of every option that changes the text (for the transcript cache)."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass
+class EngineConfig:
+    model: str = "tiny.en"
+    device: str = "auto"  # auto | cpu | cuda
+    compute_type: str = "auto"  # auto: int8 on CPU, float16 on CUDA
+    cpu_threads: int = 0  # 0: CTranslate2's default
+    num_workers: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def pick_device(device: str) -> str:
+    if device != "auto":
+        return device
+    import ctranslate2
+
+    return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+
+
+def pick_compute_type(device: str, compute_type: str) -> str:
+    if compute_type != "auto":
+        return compute_type
+    return "float16" if device == "cuda" else "int8"
+
+
+class Engine:
+    """A loaded Whisper model. Create once, call :meth:`transcribe` many times."""
+
+    def __init__(
+        self,
+        model: str = "tiny.en",
+        device: str = "auto",
+        compute_type: str = "auto",
+        cpu_threads: int = 0,
+        num_workers: int = 1,
+    ) -> None:
+        from faster_whisper import WhisperModel
+
+        self.model_name = str(model)
+        self.path = registry.resolve(model)
+        fmt = registry._detect_format(self.path)
+        if fmt != "ct2":
+            raise ModelNotFoundError(
+                f"model {model!r} at {self.path} is in {fmt} format; convert it first with "
+                f"whisperops convert {model} --to ct2 --output DIR"
+            )
+        self.device = pick_device(device)
+        self.compute_type = pick_compute_type(self.device, compute_type)
+        start = time.perf_counter()
+        self.model = WhisperModel(
+            str(self.path),
+            device=self.device,
+            compute_type=self.compute_type,
+            cpu_threads=cpu_threads,
+            num_workers=num_workers,
+        )
+        self.load_seconds = time.perf_counter() - start
+        self._batched = None
+        log.info("loaded %s (%s, %s) in %.2fs", self.model_name, self.device, self.compute_type, self.load_seconds)
+
+    @classmethod
+    def from_config(cls, config: EngineConfig) -> Engine:
+        return cls(config.model, config.device, config.compute_type, config.cpu_threads, config.num_workers)
+
+    @property
+    def is_multilingual(self) -> bool:
+        return bool(self.model.model.is_multilingual)
+
+    def _pipeline(self, options: DecodeOptions):
+        if options.batch_size <= 1:
+            return self.model, {}
+        if self._batched is None:
+            from faster_whisper import BatchedInferencePipeline
+
+            self._batched = BatchedInferencePipeline(model=self.model)
+        return self._batched, {"batch_size": options.batch_size}
+
+    def segments(self, audio: np.ndarray, options: DecodeOptions | None = None) -> tuple[Iterator[Segment], Any]:
+        """Lazily decode ``audio`` (16 kHz mono float32): returns (segment iterator, faster-whisper info)."""
+        options = options or DecodeOptions()
+        if options.task == "translate" and not self.is_multilingual:
+            raise OptionError(f"--task translate: model {self.model_name!r} is English-only; use a multilingual one")
+        language = options.language
+        if language and not self.is_multilingual and language != "en":
+            raise OptionError(f"--language {language}: model {self.model_name!r} is English-only")
+        runner, extra = self._pipeline(options)
+        raw, info = runner.transcribe(
+            audio,
+            language=language,
+            task=options.task,
+            beam_size=options.beam_size,
+            vad_filter=options.vad_filter,
+            word_timestamps=options.word_timestamps,
+            initial_prompt=options.initial_prompt,
+            hotwords=options.hotwords,
+            condition_on_previous_text=options.condition_on_previous_text,
+            temperature=list(options.temperature),
+            **extra,
+        )
+        return (_convert(i, s) for i, s in enumerate(raw)), info
+
+    def transcribe(
+        self,
+        audio: str | Path | np.ndarray,
+        options: DecodeOptions | None = None,
+        *,
+        source: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        on_segment: Callable[[Segment], None] | None = None,
+    ) -> Transcript:
+        """Transcribe a file or an array; ``on_segment`` sees each segment as it is decoded."""
+        options = options or DecodeOptions()
+        t0 = time.perf_counter()
+        if isinstance(audio, np.ndarray):
+            samples, source = audio, source or "<array>"
+        else:
+            samples, source = load_audio(audio), source or str(audio)
+        t1 = time.perf_counter()
+        segments: list[Segment] = []
+        if _is_digital_silence(samples):
+            # Whisper hallucinates ("You", "Thank you.") on pure silence when VAD is off.
+            language, probability, after_vad = options.language or "en", 0.0, 0.0
+        else:
+            iterator, info = self.segments(samples, options)
+            for seg in iterator:
+                segments.append(seg)
+                if on_segment is not None:
+                    on_segment(seg)
+            language, probability = info.language, float(info.language_probability)
+            after_vad = float(info.duration_after_vad)
+        t2 = time.perf_counter()
+        return Transcript(
+            source=source,
+            text=" ".join(s.text.strip() for s in segments if s.text.strip()),
+            segments=segments,
+            language=language,
+            language_probability=round(probability, 4),
+            duration=round(len(samples) / SAMPLE_RATE, 3),
+            duration_after_vad=round(after_vad, 3),
+            model=self.model_name,
+            options=options.to_dict(),
+            metadata=dict(metadata or {}),
+            timings={"decode_audio_s": round(t1 - t0, 4), "transcribe_s": round(t2 - t1, 4)},
+        )
+
+
+def _is_digital_silence(samples: np.ndarray, peak: float = 1e-4) -> bool:
+    return samples.size == 0 or float(np.max(np.abs(samples))) < peak
+
+
+def _convert(index: int, s: Any) -> Segment:
+    words = None
+    if s.words is not None:
+        words = [Word(round(w.start, 3), round(w.end, 3), w.word, round(w.probability, 4)) for w in s.words]
+    return Segment(
+        id=index,
+        start=round(s.start, 3),
+        end=round(s.end, 3),
+        text=s.text,
+        avg_logprob=round(s.avg_logprob, 4),
+        no_speech_prob=round(s.no_speech_prob, 4),
+        compression_ratio=round(s.compression_ratio, 4),
+        temperature=s.temperature,
+        words=words,
+    )

@@ -1,0 +1,1 @@
+"""Model weights: the registry of names, the CTranslate2 file format and conversions."""

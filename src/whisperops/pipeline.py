@@ -1,0 +1,166 @@
+"""Transcribe a batch of media items with one loaded engine: fetch, cache, transcribe, write.
+
+Used as-is by ``whisperops transcribe`` and by each task of the Metaflow flow, so a laptop run
+and a cluster run share one code path. A failing item is recorded with its one-line error and the
+batch goes on; outputs are written as each item finishes, so nothing computed is lost.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from whisperops.audio import file_sha256, load_audio
+from whisperops.engine import DecodeOptions, Engine
+from whisperops.errors import WhisperOpsError
+from whisperops.paths import atomic_write_text, cache_dir
+from whisperops.results import Segment, Transcript
+from whisperops.sources import MediaItem, fetch
+from whisperops.writers import write_all
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ItemResult:
+    item: MediaItem
+    status: str  # ok | cached | failed
+    transcript: Transcript | None = None
+    error: str | None = None
+    outputs: list[Path] = field(default_factory=list)
+    wall_s: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "failed"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "item": self.item.to_dict(),
+            "status": self.status,
+            "transcript": self.transcript.to_dict() if self.transcript else None,
+            "error": self.error,
+            "outputs": [str(p) for p in self.outputs],
+            "wall_s": self.wall_s,
+        }
+
+
+class Progress(Protocol):
+    def item_started(self, item: MediaItem) -> None: ...
+    def audio_known(self, item: MediaItem, seconds: float) -> None: ...
+    def segment_done(self, item: MediaItem, segment: Segment) -> None: ...
+    def item_done(self, result: ItemResult) -> None: ...
+
+
+class NoProgress:
+    def item_started(self, item: MediaItem) -> None:
+        pass
+
+    def audio_known(self, item: MediaItem, seconds: float) -> None:
+        pass
+
+    def segment_done(self, item: MediaItem, segment: Segment) -> None:
+        pass
+
+    def item_done(self, result: ItemResult) -> None:
+        pass
+
+
+class TranscriptCache:
+    """Content-addressed: same audio bytes + same model weights + same options -> same transcript."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root) if root else cache_dir() / "transcripts"
+
+    @staticmethod
+    def key(audio_sha256: str, engine: Engine, options: DecodeOptions) -> str:
+        model_bin = engine.path / "model.bin"
+        model_id = f"{engine.path}:{model_bin.stat().st_size if model_bin.exists() else 0}:{engine.compute_type}"
+        raw = json.dumps([audio_sha256, model_id, options.cache_key()])
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+    def _path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.json"
+
+    def get(self, key: str) -> Transcript | None:
+        path = self._path(key)
+        if not path.exists():
+            return None
+        try:
+            return Transcript.load(path)
+        except (OSError, ValueError, TypeError, KeyError):
+            log.warning("ignoring unreadable cache entry %s", path)
+            return None
+
+    def put(self, key: str, transcript: Transcript) -> None:
+        atomic_write_text(self._path(key), transcript.to_json(indent=None))
+
+
+def transcribe_item(
+    engine: Engine,
+    item: MediaItem,
+    options: DecodeOptions,
+    *,
+    output_dir: Path | None = None,
+    formats: Sequence[str] = (),
+    cache: TranscriptCache | None = None,
+    progress: Progress | None = None,
+) -> ItemResult:
+    """Never raises for a bad item: the error is in the result."""
+    progress = progress or NoProgress()
+    progress.item_started(item)
+    start = time.perf_counter()
+    try:
+        path = fetch(item)
+        key = cache.key(file_sha256(path), engine, options) if cache else None
+        transcript = cache.get(key) if cache and key else None
+        status = "cached"
+        if transcript is None:
+            status = "ok"
+            audio = load_audio(path)
+            progress.audio_known(item, len(audio) / 16000)
+            transcript = engine.transcribe(
+                audio,
+                options,
+                source=item.source,
+                metadata=item.metadata,
+                on_segment=lambda seg: progress.segment_done(item, seg),
+            )
+            if cache and key:
+                cache.put(key, transcript)
+        else:
+            progress.audio_known(item, transcript.duration)
+        # The cached transcript came from the same bytes, maybe under another name or URL.
+        transcript.source, transcript.metadata = item.source, {**transcript.metadata, **item.metadata}
+        outputs = write_all(transcript, output_dir, item.name, formats) if output_dir and formats else []
+        result = ItemResult(item, status, transcript, outputs=outputs)
+    except WhisperOpsError as err:
+        result = ItemResult(item, "failed", error=str(err))
+    except Exception as err:  # one broken item must not sink the batch; keep the reason
+        log.exception("unexpected failure on %s", item.source)
+        result = ItemResult(item, "failed", error=f"{item.source}: {type(err).__name__}: {err}")
+    result.wall_s = round(time.perf_counter() - start, 4)
+    progress.item_done(result)
+    return result
+
+
+def transcribe_items(
+    engine: Engine,
+    items: Sequence[MediaItem],
+    options: DecodeOptions,
+    *,
+    output_dir: Path | None = None,
+    formats: Sequence[str] = (),
+    cache: TranscriptCache | None = None,
+    progress: Progress | None = None,
+) -> list[ItemResult]:
+    return [
+        transcribe_item(engine, item, options, output_dir=output_dir, formats=formats, cache=cache, progress=progress)
+        for item in items
+    ]

@@ -1,0 +1,67 @@
+"""Shared fixtures: real weights, real recorded speech, and speech synthesised offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_SPEECH = Path(os.environ.get("WHISPEROPS_SHARED_SPEECH", ROOT.parent / "shared" / "data" / "speech"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests never touch the user's cache (weights joins, downloads, transcript cache, registry)."""
+    if "WHISPEROPS_CACHE" not in os.environ:
+        os.environ["WHISPEROPS_CACHE"] = str(tmp_path_factory.mktemp("whisperops-cache"))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def shared_speech() -> Path:
+    """The real recorded speech set beside the checkout (``../shared/data/speech``)."""
+    if not (SHARED_SPEECH / "manifest.jsonl").exists():
+        pytest.skip(f"shared speech set absent: expected {SHARED_SPEECH}/manifest.jsonl beside the checkout")
+    return SHARED_SPEECH
+
+
+@pytest.fixture(scope="session")
+def shared_manifest(shared_speech: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (shared_speech / "manifest.jsonl").read_text().splitlines() if line.strip()]
+    for row in rows:
+        row["path"] = shared_speech / row["audio"]
+    return rows
+
+
+@pytest.fixture(scope="session")
+def jfk(shared_speech: Path) -> Path:
+    return shared_speech / "jfk.flac"
+
+
+@pytest.fixture(scope="session")
+def engine():
+    """tiny.en, loaded once for the session (real bundled weights)."""
+    from whisperops.engine import Engine
+
+    return Engine("tiny.en", cpu_threads=2)
+
+
+@pytest.fixture(scope="session")
+def piper_clip(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """A sentence spoken by piper's neural voice, with its reference text."""
+    from whisperops.data.tts import piper_speak
+
+    text = "The quick brown fox jumps over the lazy dog near the river bank."
+    path = piper_speak(text, tmp_path_factory.mktemp("speech") / "fox.wav")
+    return path, text
+
+
+def require_executable(name: str) -> str:
+    exe = shutil.which(name)
+    if exe is None:
+        pytest.skip(f"{name} not installed (make test installs it with apt-get where it can)")
+    return exe
