@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 
 import pytest
@@ -65,3 +66,38 @@ def require_executable(name: str) -> str:
     if exe is None:
         pytest.skip(f"{name} not installed (make test installs it with apt-get where it can)")
     return exe
+
+
+class _CountingHandler(SimpleHTTPRequestHandler):
+    requests: list[str]
+
+    def log_message(self, format: str, *args) -> None:  # keep test output clean
+        pass
+
+    def do_GET(self) -> None:
+        type(self).requests.append(self.path)
+        super().do_GET()
+
+    def do_HEAD(self) -> None:
+        type(self).requests.append("HEAD " + self.path)
+        super().do_HEAD()
+
+
+@pytest.fixture()
+def media_server(tmp_path: Path):
+    """A loopback HTTP server over a temp folder: ``(base_url, folder, requests_seen)``."""
+    import functools
+    import threading
+    from http.server import ThreadingHTTPServer
+
+    root = tmp_path / "www"
+    root.mkdir()
+    handler = type("Handler", (_CountingHandler,), {"requests": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(handler, directory=str(root)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}", root, handler.requests
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -56,7 +56,9 @@ class DecodeOptions:
         self.temperature = tuple(self.temperature)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        data["temperature"] = list(self.temperature)  # JSON has no tuples; keep one canonical form
+        return data
 
     def cache_key(self) -> str:
         """Stable digest of every option that changes the text (for the transcript cache)."""

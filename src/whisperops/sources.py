@@ -104,6 +104,10 @@ def _resolve_one(source: str, depth: int) -> list[MediaItem]:
                     error=(f"{source}: {scheme}:// URLs are not supported; only http and https (download it first)"),
                 )
             ]
+        if is_media_path(Path(urlparse(source).path)):
+            # A direct media link needs no probing: the download (later, once) will tell if it is bad.
+            name = _url_name(source)
+            return [MediaItem(source, name, url=source, metadata={"title": name, "url": source})]
         return _expand_url(source)
     path = Path(source).expanduser()
     if not path.exists():
@@ -241,6 +245,22 @@ def _expand_url(url: str) -> list[MediaItem]:
 
 def download_dir(url: str) -> Path:
     return cache_dir() / "downloads" / hashlib.sha256(url.encode()).hexdigest()[:20]
+
+
+def local_media(item: MediaItem) -> Path | None:
+    """``item``'s media if it is already on disk (a local file, or a URL fetched before); never downloads."""
+    if item.error:
+        return None
+    if item.path is not None:
+        return item.path
+    done = download_dir(item.url).joinpath("info.json") if item.url else None
+    if done is None or not done.exists():
+        return None
+    try:
+        path = Path(json.loads(done.read_text())["filepath"])
+    except (OSError, ValueError, KeyError):
+        return None
+    return path if path.exists() else None
 
 
 def fetch(item: MediaItem) -> Path:

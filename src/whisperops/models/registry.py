@@ -218,7 +218,7 @@ def list_models() -> list[ModelInfo]:
                 None,
                 False,
                 "ct2",
-                f"needs network: whisperops transcribe --model {size} downloads it once",
+                "downloaded once where a network exists",
             )
         )
     return out
