@@ -1,0 +1,116 @@
+"""Transcripts in the shapes of OpenAI's audio API (json, text, srt, vtt, verbose_json).
+
+srt/vtt/text bodies come from :mod:`whisperops.writers`, so served subtitles are byte-for-byte the
+files ``whisperops transcribe`` writes.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from whisperops.errors import OptionError
+from whisperops.results import Transcript
+from whisperops.writers import WRITERS
+
+RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+GRANULARITIES = ("segment", "word")
+MEDIA_TYPES = {
+    "json": "application/json",
+    "verbose_json": "application/json",
+    "text": "text/plain; charset=utf-8",
+    "srt": "application/x-subrip; charset=utf-8",
+    "vtt": "text/vtt; charset=utf-8",
+}
+
+# verbose_json names the language in words, as openai/whisper's tokenizer does.
+LANGUAGES = {
+    "en": "english", "zh": "chinese", "de": "german", "es": "spanish", "ru": "russian", "ko": "korean",
+    "fr": "french", "ja": "japanese", "pt": "portuguese", "tr": "turkish", "pl": "polish", "ca": "catalan",
+    "nl": "dutch", "ar": "arabic", "sv": "swedish", "it": "italian", "id": "indonesian", "hi": "hindi",
+    "fi": "finnish", "vi": "vietnamese", "he": "hebrew", "uk": "ukrainian", "el": "greek", "ms": "malay",
+    "cs": "czech", "ro": "romanian", "da": "danish", "hu": "hungarian", "ta": "tamil", "no": "norwegian",
+    "th": "thai", "ur": "urdu", "hr": "croatian", "bg": "bulgarian", "lt": "lithuanian", "la": "latin",
+    "mi": "maori", "ml": "malayalam", "cy": "welsh", "sk": "slovak", "te": "telugu", "fa": "persian",
+    "lv": "latvian", "bn": "bengali", "sr": "serbian", "az": "azerbaijani", "sl": "slovenian", "kn": "kannada",
+    "et": "estonian", "mk": "macedonian", "br": "breton", "eu": "basque", "is": "icelandic", "hy": "armenian",
+    "ne": "nepali", "mn": "mongolian", "bs": "bosnian", "kk": "kazakh", "sq": "albanian", "sw": "swahili",
+    "gl": "galician", "mr": "marathi", "pa": "punjabi", "si": "sinhala", "km": "khmer", "sn": "shona",
+    "yo": "yoruba", "so": "somali", "af": "afrikaans", "oc": "occitan", "ka": "georgian", "be": "belarusian",
+    "tg": "tajik", "sd": "sindhi", "gu": "gujarati", "am": "amharic", "yi": "yiddish", "lo": "lao",
+    "uz": "uzbek", "fo": "faroese", "ht": "haitian creole", "ps": "pashto", "tk": "turkmen", "nn": "nynorsk",
+    "mt": "maltese", "sa": "sanskrit", "lb": "luxembourgish", "my": "myanmar", "bo": "tibetan",
+    "tl": "tagalog", "mg": "malagasy", "as": "assamese", "tt": "tatar", "haw": "hawaiian", "ln": "lingala",
+    "ha": "hausa", "ba": "bashkir", "jw": "javanese", "su": "sundanese", "yue": "cantonese",
+}  # fmt: skip
+_CODES = {name: code for code, name in LANGUAGES.items()}
+
+
+def check_format(response_format: str, granularities: Sequence[str]) -> tuple[str, list[str]]:
+    """Validate ``response_format`` and ``timestamp_granularities[]``; raise :class:`OptionError`."""
+    fmt = (response_format or "json").strip().lower()
+    if fmt not in RESPONSE_FORMATS:
+        raise OptionError(f"response_format {response_format!r}: choose one of {', '.join(RESPONSE_FORMATS)}")
+    grans = [g.strip().lower() for g in granularities if g and g.strip()]
+    bad = [g for g in grans if g not in GRANULARITIES]
+    if bad:
+        raise OptionError(f"timestamp_granularities[] {bad[0]!r}: choose segment and/or word")
+    if grans and fmt != "verbose_json":
+        raise OptionError("timestamp_granularities[] needs response_format=verbose_json (as in OpenAI's API)")
+    return fmt, list(dict.fromkeys(grans)) or ["segment"]
+
+
+def language_code(value: str | None) -> str | None:
+    """``en``, ``English`` or ``english`` -> ``en``; empty -> None (detect)."""
+    if not value or not value.strip():
+        return None
+    v = value.strip().lower()
+    return _CODES.get(v, v)
+
+
+def usage(t: Transcript) -> dict[str, Any]:
+    return {"type": "duration", "seconds": math.ceil(t.duration)}
+
+
+def render(
+    t: Transcript,
+    fmt: str,
+    *,
+    task: str = "transcribe",
+    granularities: Sequence[str] = ("segment",),
+    tokenize: Callable[[str], list[int]] | None = None,
+) -> str | dict[str, Any]:
+    """The response body: a dict for the JSON formats, a string for text/srt/vtt."""
+    if fmt == "json":
+        return {"text": t.text, "usage": usage(t)}
+    if fmt == "text":
+        return WRITERS["txt"]().render(t)
+    if fmt in ("srt", "vtt"):
+        return WRITERS[fmt]().render(t)
+    body: dict[str, Any] = {
+        "task": task,
+        "language": LANGUAGES.get(t.language, t.language),
+        "duration": t.duration,
+        "text": t.text,
+    }
+    if "segment" in granularities:
+        body["segments"] = [
+            {
+                "id": s.id,
+                "seek": round(s.start * 100),  # openai/whisper counts seek in 10 ms mel frames
+                "start": s.start,
+                "end": s.end,
+                "text": s.text,
+                "tokens": tokenize(s.text) if tokenize else [],
+                "temperature": s.temperature if s.temperature is not None else 0.0,
+                "avg_logprob": s.avg_logprob,
+                "compression_ratio": s.compression_ratio,
+                "no_speech_prob": s.no_speech_prob,
+            }
+            for s in t.segments
+        ]
+    if "word" in granularities:
+        body["words"] = [{"word": w.word.strip(), "start": w.start, "end": w.end} for w in t.words]
+    body["usage"] = usage(t)
+    return body
