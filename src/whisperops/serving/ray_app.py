@@ -86,7 +86,10 @@ def run(
     from ray import serve
 
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, **(init_kwargs or {}))
+        kwargs: dict[str, Any] = {"include_dashboard": False}
+        if address is None:
+            kwargs["_node_ip_address"] = "127.0.0.1"  # a Ray we start ourselves listens on loopback only
+        ray.init(address=address, **{**kwargs, **(init_kwargs or {})})
     serve.start(http_options={"host": host, "port": port})
     log.info("deploying %s on Ray Serve at http://%s:%d", APP_NAME, host, port)
     serve.run(build(settings, options), name=APP_NAME, route_prefix="/", blocking=blocking)
