@@ -21,7 +21,7 @@ from whisperops.engine import DecodeOptions, Engine
 from whisperops.errors import WhisperOpsError
 from whisperops.paths import atomic_write_text, cache_dir
 from whisperops.results import Segment, Transcript
-from whisperops.sources import MediaItem, fetch
+from whisperops.sources import MediaItem, fetch, local_media
 from whisperops.writers import write_all
 
 log = logging.getLogger(__name__)
@@ -80,10 +80,22 @@ class TranscriptCache:
 
     @staticmethod
     def key(audio_sha256: str, engine: Engine, options: DecodeOptions) -> str:
-        model_bin = engine.path / "model.bin"
-        model_id = f"{engine.path}:{model_bin.stat().st_size if model_bin.exists() else 0}:{engine.compute_type}"
+        return TranscriptCache.key_for(audio_sha256, engine.path, engine.compute_type, options)
+
+    @staticmethod
+    def key_for(audio_sha256: str, model_path: Path, compute_type: str, options: DecodeOptions) -> str:
+        """The same key as :meth:`key`, without a loaded engine (a flow's planning step has none)."""
+        model_bin = Path(model_path) / "model.bin"
+        model_id = f"{model_path}:{model_bin.stat().st_size if model_bin.exists() else 0}:{compute_type}"
         raw = json.dumps([audio_sha256, model_id, options.cache_key()])
         return hashlib.sha256(raw.encode()).hexdigest()
+
+    def lookup(self, item: MediaItem, model_path: Path, compute_type: str, options: DecodeOptions) -> Transcript | None:
+        """The cached transcript of ``item`` if its media is already local; never downloads."""
+        path = local_media(item)
+        if path is None or not path.is_file():
+            return None
+        return self.get(self.key_for(file_sha256(path), model_path, compute_type, options))
 
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / f"{key}.json"

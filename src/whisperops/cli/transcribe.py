@@ -31,13 +31,23 @@ def transcribe_cmd(
     compute_type: str = typer.Option("auto", "--compute-type", help="auto (int8 CPU / float16 GPU), or any CT2 type."),
     threads: int = typer.Option(0, "--threads", help="CPU threads for decoding (0: CTranslate2's default)."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse transcripts of identical audio."),
+    in_process: bool = typer.Option(
+        False, "--in-process", help="Skip Metaflow: transcribe here, one item after another (quick single files)."
+    ),
+    workers: int = typer.Option(0, "--workers", "-w", help="Parallel transcribe tasks (0: one per CPU core)."),
+    shard_size: int = typer.Option(0, "--shard-size", help="Items per task (0: spread over the workers)."),
+    title: str = typer.Option("Transcription run", "--title", help="Title of the run's card."),
 ) -> None:
-    """Transcribe media into txt/srt/vtt/tsv/json, one file per item and format."""
-    from whisperops.engine import DecodeOptions, Engine
-    from whisperops.pipeline import TranscriptCache, transcribe_items
-    from whisperops.sources import resolve
+    """Transcribe media into txt/srt/vtt/tsv/json, one file per item and format.
+
+    Runs the Metaflow TranscriptionFlow (parallel shards, versioned results, a card); --in-process
+    runs the same pipeline here without Metaflow.
+    """
+    from whisperops.engine import DecodeOptions
+    from whisperops.models import registry
     from whisperops.writers import parse_formats
 
+    # Usage errors surface here, before anything runs or is written (exit code 2).
     fmt_list = parse_formats(formats)
     options = DecodeOptions(
         language=language,
@@ -49,10 +59,47 @@ def transcribe_cmd(
         initial_prompt=initial_prompt,
         hotwords=hotwords,
     )
+    if in_process:
+        results = _transcribe_here(sources, model, output_dir, fmt_list, options, device, compute_type, threads, cache)
+    else:
+        registry.resolve(model)
+        results = _transcribe_with_flow(
+            sources,
+            output_dir,
+            fmt_list,
+            workers,
+            {
+                "model": model,
+                "language": language,
+                "task": task,
+                "beam_size": beam_size,
+                "batch_size": batch_size,
+                "word_timestamps": word_timestamps,
+                "vad": vad,
+                "initial_prompt": initial_prompt or "",
+                "hotwords": hotwords or "",
+                "device": device,
+                "compute_type": compute_type,
+                "threads": threads,
+                "use_cache": cache,
+                "shard_size": shard_size,
+                "title": title,
+            },
+        )
+    print_summary(results, output_dir)
+    if any(not r.ok for r in results):
+        raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def _transcribe_here(sources, model, output_dir, fmt_list, options, device, compute_type, threads, cache):
+    from whisperops.engine import Engine
+    from whisperops.pipeline import TranscriptCache, transcribe_items
+    from whisperops.sources import resolve
+
     items = resolve(sources)
     engine = Engine(model, device=device, compute_type=compute_type, cpu_threads=threads)
     with RichProgress(len(items)) as progress:
-        results = transcribe_items(
+        return transcribe_items(
             engine,
             items,
             options,
@@ -61,9 +108,107 @@ def transcribe_cmd(
             cache=TranscriptCache() if cache else None,
             progress=progress,
         )
-    print_summary(results, output_dir)
-    if any(not r.ok for r in results):
+
+
+def _transcribe_with_flow(sources, output_dir: Path, fmt_list, workers: int, params: dict):
+    """Run TranscriptionFlow through Metaflow's Runner API, with a progress bar fed by the task logs."""
+    import asyncio
+    import json
+    import os
+
+    from whisperops.flows import FLOW_FILE, runtime_cwd
+    from whisperops.flows.runs import card_path, item_results
+
+    # isort: split
+    # After whisperops.flows: it sets the environment metaflow reads on import.
+    from metaflow import Runner
+
+    workers = workers or os.cpu_count() or 1
+    params = {
+        **params,
+        # Tasks may run elsewhere (another cwd, a container): pass absolute paths.
+        "sources": json.dumps([_absolute(s) for s in sources]),
+        "output_dir": str(output_dir.resolve()),
+        "formats": ",".join(fmt_list),
+    }
+
+    async def go():
+        with Runner(str(FLOW_FILE), show_output=False, cwd=runtime_cwd()) as runner:
+            executing = await runner.async_run(max_workers=workers, **params)
+            err_console.print(f"Metaflow run [bold]{executing.run.pathspec}[/]", highlight=False)
+            await _follow(executing)
+            return executing
+
+    executing = asyncio.run(go())
+    run = executing.run
+    if executing.status != "successful":
+        tail = "\n".join((executing.stderr + executing.stdout).strip().splitlines()[-15:])
+        err_console.print(tail, highlight=False, markup=False)
+        err_console.print(
+            f"[red]run {run.pathspec} failed[/]; finished shards are kept: "
+            f"python -m whisperops.flows.transcription resume --origin-run-id {run.id}",
+            highlight=False,
+            soft_wrap=True,
+        )
         raise typer.Exit(EXIT_SOME_FAILED)
+    console.print(f"run id: {run.pathspec}", highlight=False)
+    path = card_path(run)
+    console.print(f"card: {path or '(none)'}", highlight=False, soft_wrap=True)
+    return item_results(run)
+
+
+def _absolute(source: str) -> str:
+    from whisperops.sources import is_url
+
+    return (
+        source if is_url(source) or not Path(source).expanduser().exists() else str(Path(source).expanduser().resolve())
+    )
+
+
+async def _follow(executing) -> None:
+    """Advance an items bar on each ``whisperops-progress`` line the tasks print."""
+    import asyncio
+    import json
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    bar = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
+    items = bar.add_task("items", total=None)
+    done, position = 0, 0
+    with bar:
+        while True:
+            finished = executing.returncode is not None
+            with open(executing.command_obj.log_files["stdout"], encoding="utf-8") as f:
+                f.seek(position)
+                chunk = f.read()
+            complete, newline, _ = chunk.rpartition("\n")
+            position += len(complete.encode()) + len(newline)
+            for line in complete.splitlines():
+                marker = line.find("whisperops-progress ")
+                if marker < 0:
+                    continue
+                try:
+                    event = json.loads(line[marker + len("whisperops-progress ") :])
+                except ValueError:
+                    continue
+                if "total" in event:
+                    done += event.get("done", 0)
+                    bar.update(items, total=event["total"], completed=done)
+                elif "item" in event:
+                    done += 1
+                    bar.update(items, completed=done, description=f"items [dim]{event['item'][:30]}")
+                elif "summary" in event:
+                    bar.update(items, description="items [dim]writing outputs and card")
+            if finished:
+                return
+            await asyncio.sleep(0.3)
 
 
 class RichProgress:

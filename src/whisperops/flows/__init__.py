@@ -1,0 +1,54 @@
+"""Metaflow flows: transcription at scale (``TranscriptionFlow``) and its card/report helpers.
+
+Importing this package sets the environment Metaflow reads *when it is imported*, so it must be
+imported before ``metaflow`` (``python -m whisperops.flows.transcription`` does that by itself).
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+from pathlib import Path
+
+FLOW_NAME = "TranscriptionFlow"
+FLOW_FILE = Path(__file__).resolve().parent / "transcription.py"
+
+
+def metaflow_env_defaults() -> dict[str, str]:
+    """Environment defaults Metaflow needs here; values already set by the user always win.
+
+    Metaflow refuses to run without a user name and rejects ``root`` as one, while containers and
+    CI run as root: fall back to ``whisperops`` so a Docker run or a fresh CI clone just works.
+    """
+    env: dict[str, str] = {}
+    user = os.environ.get("METAFLOW_USER") or os.environ.get("USERNAME") or os.environ.get("USER")
+    if not user:
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):
+            user = ""
+    if not user or user == "root":
+        env["METAFLOW_USER"] = "whisperops"
+    return env
+
+
+def runtime_cwd() -> str:
+    """Where to start a flow run so its cards land where the Client API looks for them.
+
+    With ``METAFLOW_DATASTORE_SYSROOT_LOCAL`` set, Metaflow's local card writer still finds its root by
+    walking up from the current directory (and ignores ``METAFLOW_CARD_LOCALROOT``), while
+    ``get_cards`` reads ``<sysroot>/.metaflow/mf.cards``: running from the sysroot makes both agree.
+    """
+    sysroot = os.environ.get("METAFLOW_DATASTORE_SYSROOT_LOCAL")
+    if not sysroot:
+        return os.getcwd()
+    Path(sysroot).mkdir(parents=True, exist_ok=True)
+    return sysroot
+
+
+def apply_metaflow_env() -> None:
+    for key, value in metaflow_env_defaults().items():
+        os.environ.setdefault(key, value)
+
+
+apply_metaflow_env()

