@@ -1,0 +1,160 @@
+"""``whisperops evaluate``: parity with bare faster-whisper, the CLI end to end, and EvaluationFlow."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from whisperops.data.manifest import Utterance, load_dataset
+from whisperops.evaluation.compare import EvalSettings, compare
+from whisperops.evaluation.metrics import score
+
+ROOT = Path(__file__).resolve().parents[1]
+# Bare faster-whisper, int8, beam 5, on the 41-clip shared English set (see README: evaluate).
+TINY_EN_ANCHOR_WER = 0.081
+
+
+def _bare_faster_whisper(model: str, rows: list[Utterance]) -> list[str]:
+    """The peer: faster-whisper used directly, with the settings `whisperops evaluate` uses by default."""
+    from faster_whisper import WhisperModel
+
+    from whisperops.models import registry
+
+    fw = WhisperModel(str(registry.resolve(model)), device="cpu", compute_type="int8", cpu_threads=2)
+    hyps = []
+    for row in rows:
+        segments, _ = fw.transcribe(str(row.audio), beam_size=5, language=row.language)
+        hyps.append(" ".join(s.text.strip() for s in segments))
+    return hyps
+
+
+def _short_rows(shared_speech: Path, n: int) -> list[Utterance]:
+    rows = sorted(load_dataset(shared_speech / "manifest.jsonl"), key=lambda u: u.duration or 0)
+    return rows[:n]
+
+
+def test_matches_bare_faster_whisper_on_a_subset(shared_speech: Path) -> None:
+    rows = _short_rows(shared_speech, 4)
+    bare = _bare_faster_whisper("tiny.en", rows)
+    result = compare(["tiny.en"], rows, EvalSettings(cpu_threads=2, isolate=False))
+    m = result.models[0]
+    assert [u.hypothesis for u in m.score.utterances] == bare
+    assert m.wer == pytest.approx(score([r.text for r in rows], bare).wer, abs=0.002)
+    assert m.audio_s == pytest.approx(sum(r.duration for r in rows), abs=0.5)
+    assert m.speed_x > 0.5 and m.peak_mb > m.model_mb > 0
+
+
+@pytest.mark.slow
+def test_full_english_set_tiny_en_matches_bare_and_anchor(shared_speech: Path) -> None:
+    rows = list(load_dataset(shared_speech / "manifest.jsonl"))
+    assert len(rows) == 41
+    result = compare(["tiny.en"], rows, EvalSettings(cpu_threads=2))  # isolated, as the CLI runs it
+    ours = result.models[0]
+    bare = score([r.text for r in rows], _bare_faster_whisper("tiny.en", rows))
+    assert abs(ours.wer - bare.wer) <= 0.002, (ours.wer, bare.wer)
+    assert abs(ours.wer - TINY_EN_ANCHOR_WER) <= 0.006, ours.wer
+    assert ours.cer < ours.wer and ours.substitutions + ours.deletions + ours.insertions == bare.errors
+
+
+def _manifest(tmp_path: Path, shared_speech: Path, n: int, bad: bool = True) -> Path:
+    lines = [
+        json.dumps({"audio": str(u.audio), "text": u.text, "language": u.language})
+        for u in _short_rows(shared_speech, n)
+    ]
+    if bad:
+        lines.insert(1, json.dumps({"audio": "nowhere.wav", "text": "lost"}))
+    path = tmp_path / "eval.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", "from whisperops.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "200"},
+        timeout=600,
+    )
+
+
+def test_cli_compares_two_models_json_and_html(tmp_path: Path, shared_speech: Path) -> None:
+    manifest = _manifest(tmp_path, shared_speech, 2)
+    out_json, out_html = tmp_path / "r.json", tmp_path / "r.html"
+    proc = _cli(
+        "evaluate", "--manifest", str(manifest), "--model", "tiny.en", "--model", "base", "--skip-bad",
+        "--threads", "2", "--json", str(out_json), "--html", str(out_html),
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "eval.jsonl:2" in proc.stderr and "nowhere.wav" in proc.stderr and "1 bad rows skipped" in proc.stderr
+    assert "tiny.en" in proc.stdout and "baseline" in proc.stdout
+
+    data = json.loads(out_json.read_text())
+    assert list(data["models"]) == ["tiny.en", "base"]
+    for name, m in data["models"].items():
+        assert isinstance(m["wer"], float) and isinstance(m["cer"], float) and isinstance(m["speed_x"], float), name
+        assert len(m["utterances"]) == 2 and {"id", "reference", "hypothesis", "wer", "diff"} <= set(m["utterances"][0])
+        assert m["peak_mb"] > 100 and m["error"] is None
+    tiny, base = data["models"]["tiny.en"], data["models"]["base"]
+    # base has 2x the parameters of tiny.en: a fresh process per model must show it.
+    assert base["model_mb"] > tiny["model_mb"]
+    expected_rel = (base["wer"] - tiny["wer"]) / tiny["wer"] if tiny["wer"] else (0.0 if base["wer"] == 0 else None)
+    assert base["wer_rel"] == pytest.approx(expected_rel) if expected_rel is not None else base["wer_rel"] is None
+    assert data["dataset"]["skipped"] == 1 and data["dataset"]["scored_rows"] == 2
+
+    page = out_html.read_text()
+    assert "<table>" in page and "data:image/png;base64," in page and "base" in page and "Worst utterances" in page
+
+
+def test_cli_bad_row_stops_with_its_line(tmp_path: Path, shared_speech: Path) -> None:
+    manifest = _manifest(tmp_path, shared_speech, 2)
+    proc = _cli("evaluate", "--manifest", str(manifest), "--model", "tiny.en")
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and f"{manifest}:2: audio file" in lines[0] and "--skip-bad" in lines[0]
+    proc = _cli("evaluate", "--manifest", str(manifest), "--skip-bad", "--model", "no-such-model", "--in-process")
+    assert proc.returncode == 1 and "no-such-model" in proc.stderr
+
+
+@pytest.mark.slow
+def test_evaluation_flow_card(tmp_path: Path, shared_speech: Path) -> None:
+    from whisperops.models import registry
+
+    manifest = _manifest(tmp_path, shared_speech, 2, bad=False)
+    tiny_dir = registry.resolve("tiny.en")
+    env = {**os.environ, "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(tmp_path), "METAFLOW_CARD_LOCALROOT": str(tmp_path)}
+    flow = ROOT / "src" / "whisperops" / "flows" / "evaluation.py"
+    models = json.dumps(["tiny.en", f"copy={tiny_dir}"])
+    proc = subprocess.run(
+        [sys.executable, str(flow), "--quiet", "run", "--manifest", str(manifest), "--models", models,
+         "--threads", "2", "--max-workers", "1"],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    read = (
+        "import json, whisperops.flows\n"
+        "from metaflow import Flow, namespace\n"
+        "from metaflow.cards import get_cards\n"
+        "namespace(None)\n"
+        "run = Flow('EvaluationFlow').latest_successful_run\n"
+        "card = get_cards(run['join'].task, id='evaluation')[0]\n"
+        "print(json.dumps({'comparison': run.data.comparison, 'card': card.get()}))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", read], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300
+    )
+    assert out.returncode == 0, out.stderr
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    comparison = data["comparison"]
+    assert list(comparison["models"]) == ["tiny.en", "copy"] and comparison["tasks_overlapped"] is False
+    tiny, copy = comparison["models"]["tiny.en"], comparison["models"]["copy"]
+    assert tiny["wer"] == copy["wer"] and copy["wer_rel"] == 0.0 and tiny["speed_x"] > 0
+    assert [u["hypothesis"] for u in tiny["utterances"]] == [u["hypothesis"] for u in copy["utterances"]]
+    card = data["card"]
+    assert "Model comparison" in card and "WER against speed and memory" in card and "copy" in card
