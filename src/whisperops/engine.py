@@ -105,7 +105,12 @@ class Engine:
         self.model_name = str(model)
         self.path = registry.resolve(model)
         fmt = registry._detect_format(self.path)
-        if fmt != "ct2":
+        if fmt == "hf":
+            # Fine-tuned and converted Hugging Face models run through a CTranslate2 copy made once.
+            from whisperops.models.convert import cached_ct2
+
+            self.path = cached_ct2(self.path)
+        elif fmt != "ct2":
             raise ModelNotFoundError(
                 f"model {model!r} at {self.path} is in {fmt} format; convert it first with "
                 f"whisperops convert {model} --to ct2 --output DIR"

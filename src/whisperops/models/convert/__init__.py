@@ -1,0 +1,109 @@
+"""Convert Whisper weights between runtimes: CTranslate2, Hugging Face, openai-whisper and whisper.cpp.
+
+CTranslate2 float16 weights are what ships offline; fine-tuning needs Hugging Face (PyTorch) weights and
+deployment may want any runtime. Every converter takes a registry name or a directory. Hugging Face is
+the hub format: CT2 sources go through a temporary HF copy for the openai and ggml targets.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+from whisperops.models import registry
+from whisperops.models.convert.common import ConversionError, resolve_source
+from whisperops.models.convert.hf import QUANTIZATIONS, cached_ct2, convert_ct2_to_hf, convert_hf_to_ct2
+
+log = logging.getLogger(__name__)
+
+TARGETS = ("hf", "ct2", "openai", "ggml")
+
+__all__ = [
+    "QUANTIZATIONS",
+    "TARGETS",
+    "ConversionError",
+    "cached_ct2",
+    "convert",
+    "convert_ct2_to_hf",
+    "convert_hf_to_ct2",
+    "convert_to_ggml",
+    "convert_to_openai",
+    "resolve_source",
+]
+
+
+def _source(model: str | Path) -> tuple[Path, str]:
+    path = registry.resolve(model)
+    fmt = registry._detect_format(path)
+    if fmt not in ("ct2", "hf"):
+        raise ConversionError(f"model {str(model)!r} at {path}: neither CTranslate2 nor Hugging Face weights")
+    return path, fmt
+
+
+def _with_hf(model: str | Path, work: Path) -> Path:
+    """An HF directory for ``model``: itself, or a conversion of its CT2 weights into ``work``."""
+    path, fmt = _source(model)
+    return path if fmt == "hf" else convert_ct2_to_hf(path, work / "hf")
+
+
+def convert_to_openai(model: str | Path, output_dir: str | Path) -> Path:
+    """openai-whisper checkpoint ``output_dir/model.pt`` (``whisper.load_model(path)``); returns the file."""
+    from whisperops.models.convert.openai import convert_hf_to_openai
+
+    with tempfile.TemporaryDirectory(prefix="whisperops-convert-") as work:
+        return convert_hf_to_openai(_with_hf(model, Path(work)), Path(output_dir))
+
+
+def convert_to_ggml(model: str | Path, output_dir: str | Path) -> Path:
+    """whisper.cpp model ``output_dir/ggml-model.bin`` (float16 matrices); returns the file."""
+    from whisperops.models.convert.ggml import convert_hf_to_ggml
+
+    with tempfile.TemporaryDirectory(prefix="whisperops-convert-") as work:
+        return convert_hf_to_ggml(_with_hf(model, Path(work)), Path(output_dir))
+
+
+def convert(
+    model: str | Path,
+    to: str,
+    output_dir: str | Path,
+    quantization: str = "float16",
+    name: str | None = None,
+) -> Path:
+    """Convert ``model`` to runtime ``to`` in ``output_dir`` and register it as ``name`` (default: the
+    directory's name). Returns the directory (hf, ct2) or file (openai, ggml) written.
+
+    ``quantization`` applies to ``--to ct2`` (float16, int8, ...); for ``--to hf`` only float16 and
+    float32 are meaningful (int8 sources are dequantised to float32 unless float16 is asked for).
+    """
+    if to not in TARGETS:
+        raise ConversionError(f"--to {to}: use one of {', '.join(TARGETS)}")
+    if quantization not in QUANTIZATIONS:
+        raise ConversionError(f"--quantization {quantization}: use one of {', '.join(QUANTIZATIONS)}")
+    out = Path(output_dir)
+    path, fmt = _source(model)
+    if path.resolve() == out.resolve():
+        raise ConversionError(f"--output {out}: is the source model itself; choose another directory")
+    if to == "hf":
+        if fmt == "hf":
+            raise ConversionError(f"model {str(model)!r} is already in Hugging Face format")
+        dtype = quantization if quantization in ("float16", "float32") else "auto"
+        result = convert_ct2_to_hf(path, out, dtype="auto" if quantization == "float16" else dtype)
+    elif to == "ct2":
+        if fmt == "hf":
+            result = convert_hf_to_ct2(path, out, quantization=quantization)
+        else:
+            # Re-quantising a CT2 model (e.g. float16 -> int8) goes through exact HF weights.
+            with tempfile.TemporaryDirectory(prefix="whisperops-convert-") as work:
+                result = convert_hf_to_ct2(convert_ct2_to_hf(path, Path(work) / "hf"), out, quantization)
+    elif to == "openai":
+        result = convert_to_openai(path, out)
+    else:
+        result = convert_to_ggml(path, out)
+    reg_name = name or out.resolve().name
+    try:
+        registry.register(reg_name, out)
+    except ValueError as err:
+        raise ConversionError(f"--name {reg_name}: {err}") from err
+    log.info("registered %s -> %s", reg_name, out)
+    return result
