@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -128,7 +130,7 @@ def test_evaluation_flow_card(tmp_path: Path, shared_speech: Path) -> None:
 
     manifest = _manifest(tmp_path, shared_speech, 2, bad=False)
     tiny_dir = registry.resolve("tiny.en")
-    env = {**os.environ, "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(tmp_path), "METAFLOW_CARD_LOCALROOT": str(tmp_path)}
+    env = {**os.environ, "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(tmp_path)}
     flow = ROOT / "src" / "whisperops" / "flows" / "evaluation.py"
     models = json.dumps(["tiny.en", f"copy={tiny_dir}"])
     proc = subprocess.run(
@@ -156,5 +158,9 @@ def test_evaluation_flow_card(tmp_path: Path, shared_speech: Path) -> None:
     tiny, copy = comparison["models"]["tiny.en"], comparison["models"]["copy"]
     assert tiny["wer"] == copy["wer"] and copy["wer_rel"] == 0.0 and tiny["speed_x"] > 0
     assert [u["hypothesis"] for u in tiny["utterances"]] == [u["hypothesis"] for u in copy["utterances"]]
-    card = data["card"]
-    assert "Model comparison" in card and "WER against speed and memory" in card and "copy" in card
+    # The card page carries its components as base64 JSON: check what it shows, not just that it exists.
+    match = re.search(r'__MF_DATA__\["[^"]+"\] = "([A-Za-z0-9+/=]+)"', data["card"])
+    assert match, "no card data in the card HTML"
+    shown = base64.b64decode(match.group(1)).decode()
+    assert "Model comparison" in shown and "WER against speed and memory" in shown and "Worst utterances: copy" in shown
+    assert '"type": "image"' in shown and "data:image/png;base64," in shown and '"type": "table"' in shown

@@ -38,7 +38,7 @@ class EvalSettings:
 
     beam_size: int = 5
     language: str | None = None  # None: each row's language, else detect; a code forces it
-    vad_filter: bool = False  # faster-whisper's default: short, trimmed clips lose words to VAD
+    vad_filter: bool = False  # faster-whisper's default, so numbers compare with bare faster-whisper
     batch_size: int = 0
     compute_type: str = "auto"  # int8 on CPU
     device: str = "auto"
