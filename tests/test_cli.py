@@ -95,8 +95,8 @@ def test_bad_usage_exits_2_with_one_line(jfk, tmp_path):
 
 
 def test_second_run_is_served_from_the_transcript_cache(jfk, tmp_path):
-    first = run_cli("transcribe", str(jfk), "-o", str(tmp_path / "a"), "--formats", "txt")
-    second = run_cli("transcribe", str(jfk), "-o", str(tmp_path / "b"), "--formats", "txt")
+    first = run_cli("transcribe", str(jfk), "-o", str(tmp_path / "a"), "--formats", "txt", "--in-process")
+    second = run_cli("transcribe", str(jfk), "-o", str(tmp_path / "b"), "--formats", "txt", "--in-process")
     assert first.returncode == second.returncode == 0
     assert "cached" in second.stdout
     assert (tmp_path / "a" / "jfk.txt").read_text() == (tmp_path / "b" / "jfk.txt").read_text()
