@@ -164,3 +164,44 @@ def test_evaluation_flow_card(tmp_path: Path, shared_speech: Path) -> None:
     shown = base64.b64decode(match.group(1)).decode()
     assert "Model comparison" in shown and "WER against speed and memory" in shown and "Worst utterances: copy" in shown
     assert '"type": "image"' in shown and "data:image/png;base64," in shown and '"type": "table"' in shown
+
+
+def test_model_specs_labels_and_duplicates(tmp_path: Path) -> None:
+    from whisperops.evaluation.compare import ModelSpec, _unique_specs
+
+    assert ModelSpec.parse("tuned=out/ct2") == ModelSpec("tuned", "out/ct2")
+    assert ModelSpec.parse("Systran/faster-whisper-small") == ModelSpec(
+        "Systran/faster-whisper-small", "Systran/faster-whisper-small"
+    )
+    odd = tmp_path / "a=b"
+    odd.mkdir()
+    assert ModelSpec.parse(str(odd)).model == str(odd)  # an existing path is never split
+    assert [s.name for s in _unique_specs(["tiny.en", "tiny.en", "base"])] == ["tiny.en", "tiny.en#2", "base"]
+
+
+def test_scoring_leaves_rows_failed_anywhere_out_of_every_model(tmp_path: Path) -> None:
+    from whisperops.evaluation.compare import Hypothesis, RunResult, score_runs
+
+    rows = [Utterance(f"u{i}", tmp_path / f"u{i}.wav", text) for i, text in enumerate(["a b c d", "e f", "g h"])]
+
+    def run(name: str, texts: list[str], error_at: int | None = None, error: str | None = None) -> RunResult:
+        hyps = [
+            Hypothesis(r.id, t, 2.0, 0.5, "en", "cannot decode" if i == error_at else None)
+            for i, (r, t) in enumerate(zip(rows, texts, strict=True))
+        ]
+        return RunResult(name, name, "", "int8", hyps, 1.0, 1.5, 6.0, 100.0, 300.0, error)
+
+    runs = [
+        run("first", ["a b x d", "e f", "g h"]),
+        run("second", ["a b c d", "", "g"], error_at=1),
+        run("broken", ["", "", ""], error="model 'broken' not found"),
+    ]
+    runs[2].hypotheses = []  # a model that failed to load transcribed nothing
+    result = score_runs(runs, rows, EvalSettings())
+    first, second, broken = result.models
+    assert [u.id for u in first.score.utterances] == ["u0", "u2"] and result.excluded[0]["id"] == "u1"
+    assert first.wer == pytest.approx(1 / 6) and second.wer == pytest.approx(1 / 6)
+    assert second.wer_rel == pytest.approx(0.0) and first.speed_x == pytest.approx(4.0) and first.model_mb == 200.0
+    assert broken.wer is None and broken.error and broken.wer_rel is None
+    data = result.to_dict()
+    assert data["models"]["broken"]["utterances"] == [] and data["baseline"] == "first"
