@@ -20,6 +20,11 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     if "WHISPEROPS_CACHE" not in os.environ:
         os.environ["WHISPEROPS_CACHE"] = str(tmp_path_factory.mktemp("whisperops-cache"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # Metaflow runs (TranscriptionFlow, `whisperops transcribe`) keep their datastore and cards in a
+    # temp dir, never in the checkout; the user's ~/.metaflowconfig is not read.
+    if "METAFLOW_DATASTORE_SYSROOT_LOCAL" not in os.environ:
+        os.environ["METAFLOW_DATASTORE_SYSROOT_LOCAL"] = str(tmp_path_factory.mktemp("metaflow"))
+    os.environ.setdefault("METAFLOW_HOME", str(tmp_path_factory.mktemp("metaflow-home")))
 
 
 @pytest.fixture(scope="session")

@@ -38,7 +38,7 @@ def _deploy_time_sources(context) -> str:
     return os.environ.get(SOURCES_ENV, "")
 
 
-@schedule(cron=config_expr("schedule_config.cron"), daily=config_expr("schedule_config.daily"))
+@schedule(cron=config_expr("schedule_config.get('cron')"), daily=config_expr("schedule_config.get('daily', True)"))
 class TranscriptionFlow(FlowSpec):
     """Resolve sources, skip what the transcript cache knows, transcribe the rest in parallel shards,
     then write subtitles/transcripts and a card."""

