@@ -95,3 +95,44 @@ def test_unreachable_missing_and_non_media_urls(media_server):
     assert "404" in errors[0] and "404" in errors[3]
     assert "refused" in errors[1].lower()
     assert "unsupported url" in errors[2].lower()
+
+
+def test_youtube_playlist_expands_and_downloads_through_yt_dlp(media_server, jfk, shared_speech, monkeypatch):
+    """YouTube itself is the one thing faked: its two extractors answer from canned data whose
+    media URLs point at the loopback server, so our code and yt-dlp's real downloader both run."""
+    from yt_dlp.extractor.youtube import YoutubeIE, YoutubeTabIE
+
+    base, root, _ = media_server
+    shutil.copy(jfk, root / "v1.flac")
+    shutil.copy(shared_speech / "ljspeech" / "LJ001-0001.wav", root / "v2.wav")
+    videos = {"vid00000001": ("Inaugural address", "v1.flac", 11), "vid00000002": ("Printing", "v2.wav", 10)}
+
+    def fake_tab(self, url):
+        entries = [
+            self.url_result(f"https://www.youtube.com/watch?v={vid}", YoutubeIE, vid, title)
+            for vid, (title, _, _) in videos.items()
+        ]
+        return self.playlist_result(entries, "PLtest", "Speeches")
+
+    def fake_video(self, url):
+        vid = self._match_id(url)
+        title, file, duration = videos[vid]
+        ext = file.rsplit(".", 1)[1]
+        return {
+            "id": vid,
+            "title": title,
+            "uploader": "Archive",
+            "duration": duration,
+            "webpage_url": url,
+            "formats": [{"url": f"{base}/{file}", "ext": ext, "vcodec": "none", "acodec": ext, "format_id": "audio"}],
+        }
+
+    monkeypatch.setattr(YoutubeTabIE, "_real_extract", fake_tab)
+    monkeypatch.setattr(YoutubeIE, "_real_extract", fake_video)
+    items = resolve(["https://www.youtube.com/playlist?list=PLtest"])
+    assert [i.name for i in items] == ["Inaugural_address", "Printing"]
+    assert all(i.metadata["playlist"] == "Speeches" for i in items)
+    path = fetch(items[0])
+    assert path.read_bytes() == jfk.read_bytes()
+    assert items[0].metadata["uploader"] == "Archive" and items[0].metadata["duration"] == 11
+    assert items[0].metadata["url"] == "https://www.youtube.com/watch?v=vid00000001"
