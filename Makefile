@@ -23,7 +23,7 @@ $(VENV)/.torch: | $(PY)
 	touch $@
 
 $(VENV)/.installed-$(HASH): $(VENV)/.torch
-	$(PIP) install -e '.[base,synth]'
+	$(PIP) install -e '.[base,synth,flow]'
 	rm -f $(VENV)/.installed-*; touch $@
 
 $(VENV)/.dev-$(HASH): $(VENV)/.torch
