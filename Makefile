@@ -51,7 +51,8 @@ sysdeps:
 demo: install
 	@test -f $(DEMO_DIR)/sample.wav || $(PY) -m whisperops.data.tts "$(DEMO_DIR)/sample.wav"
 	$(VENV)/bin/whisperops transcribe $(DEMO_DIR)/sample.wav --model tiny.en --output-dir $(DEMO_DIR)/out --formats txt,srt,vtt,json
-	@echo "subtitles and transcripts written to $(DEMO_DIR)/out/"
+	@echo "--- transcript ($(DEMO_DIR)/out/sample.txt):"; cat $(DEMO_DIR)/out/sample.txt
+	@echo "--- subtitles and transcripts written to:"; ls -1 $(DEMO_DIR)/out/sample.*
 
 test: install-dev
 	$(PY) -m pytest -q
