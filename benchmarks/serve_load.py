@@ -167,12 +167,14 @@ def run_level(base: str, pid: int, clips: list[Clip], clients: int, args: argpar
     def client() -> None:
         nonlocal sent
         with httpx.Client(timeout=600) as http:
+            clip = None
             while time.perf_counter() < deadline:
                 with lock:
                     if sent >= args.max_requests:
                         return
                     sent += 1
-                    clip = next(order)
+                    # After a 429 the client retries the same clip, so every level sends the same mix.
+                    clip = clip or next(order)
                 t0 = time.perf_counter()
                 try:
                     r = post(http, base, clip)
@@ -189,6 +191,8 @@ def run_level(base: str, pid: int, clips: list[Clip], clients: int, args: argpar
                         result.rejected += 1
                     else:
                         result.errors[status] = result.errors.get(status, 0) + 1
+                if status != 429:
+                    clip = None
                 if status == 429 and r is not None:
                     # A polite client waits as told; never past the level's end.
                     wait = float(r.headers.get("retry-after", "1"))
