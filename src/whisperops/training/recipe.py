@@ -1,0 +1,166 @@
+"""The banking-calls recipe: synthesise data, evaluate the base, fine-tune, export, evaluate the result.
+
+Both models are scored the same way ``whisperops evaluate`` scores them: the exported CTranslate2
+weights through :class:`whisperops.engine.Engine`, Whisper's English normaliser, corpus WER. The
+held-out test split is spoken by a voice and under conditions that training never heard; the real
+recorded speech in ``../shared/data/speech`` (when present) checks that general English did not get
+worse. ``DIR/report.json``::
+
+    {"model": NAME, "base": {"test_wer": .., "real_wer": ..}, "tuned": {...}, ...}
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from whisperops.paths import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+SHARED_SPEECH = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "speech" / "manifest.jsonl"
+
+
+def default_real_speech() -> Path | None:
+    import os
+
+    env = os.environ.get("WHISPEROPS_SHARED_SPEECH")
+    for candidate in (Path(env) / "manifest.jsonl" if env else None, SHARED_SPEECH):
+        if candidate is not None and candidate.exists():
+            return candidate
+    return None
+
+
+@dataclass
+class BankingRecipe:
+    output: Path
+    model: str = "tiny.en"
+    name: str = "tiny.en-banking"
+    train: int = 400
+    eval: int = 40
+    test: int = 80
+    seed: int = 0
+    workers: int = 1
+    max_steps: int = 150
+    batch_size: int = 16
+    learning_rate: float = 1e-5
+    warmup_steps: int = 10
+    eval_steps: int = 50
+    freeze_encoder: bool = True
+    real: Path | None = field(default_factory=default_real_speech)
+    beam_size: int = 5
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+
+def evaluate(model: str, manifest: Path, beam_size: int = 5) -> dict[str, Any]:
+    """WER/CER of ``model`` on ``manifest``, scored as ``whisperops evaluate`` does (Engine, normaliser)."""
+    from whisperops.data.manifest import load_dataset
+    from whisperops.evaluation.compare import EvalSettings, compare
+
+    rows = load_dataset(manifest)
+    settings = EvalSettings(beam_size=beam_size, language="en", isolate=False)
+    result = compare([model], rows, settings, dataset={"source": str(manifest)}).models[0]
+    if result.error:
+        raise RuntimeError(f"evaluating {model} on {manifest}: {result.error}")
+    worst = sorted(result.score.utterances, key=lambda u: u.wer, reverse=True)[:5] if result.score else []
+    return {
+        "wer": result.wer,
+        "cer": result.cer,
+        "ref_words": result.ref_words,
+        "wall_s": result.wall_s,
+        "speed_x": result.speed_x,
+        "worst": [{"id": u.id, "wer": u.wer, "ref": u.reference, "hyp": u.hypothesis} for u in worst],
+    }
+
+
+def run_banking(recipe: BankingRecipe, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run the recipe end to end and write ``OUTPUT/report.json``; return the report."""
+    from whisperops.data import banking
+    from whisperops.training.config import FinetuneConfig
+    from whisperops.training.run import _check_writable, finetune
+
+    say = progress or (lambda msg: log.info("%s", msg))
+    out = Path(recipe.output).resolve()
+    _check_writable(out)
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+
+    say(f"1/5 synthesising banking calls ({recipe.train} train, {recipe.eval} eval, {recipe.test} test)")
+    manifests = banking.build(out / "data", recipe.train, recipe.eval, recipe.test, recipe.seed)
+    timings["synthesis_s"] = time.perf_counter() - t0
+
+    t = time.perf_counter()
+    say(f"2/5 evaluating {recipe.model}")
+    base = {"test": evaluate(recipe.model, manifests["test"], recipe.beam_size)}
+    if recipe.real:
+        base["real"] = evaluate(recipe.model, recipe.real, recipe.beam_size)
+    timings["base_eval_s"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    say(f"3/5 fine-tuning {recipe.model} ({recipe.max_steps} steps, {recipe.workers} Ray worker(s))")
+    cfg = FinetuneConfig(
+        train=str(manifests["train"]),
+        eval=str(manifests["eval"]),
+        output=str(out / "run"),
+        model=recipe.model,
+        name=recipe.name,
+        workers=recipe.workers,
+        max_steps=recipe.max_steps,
+        batch_size=recipe.batch_size,
+        eval_batch_size=recipe.batch_size,
+        learning_rate=recipe.learning_rate,
+        warmup_steps=recipe.warmup_steps,
+        eval_steps=recipe.eval_steps,
+        freeze_encoder=recipe.freeze_encoder,
+        max_failures=1,
+        seed=recipe.seed,
+    )
+    result = finetune(cfg)
+    timings["finetune_s"] = time.perf_counter() - t
+    say(f"4/5 exported and registered {result.registered_name} (best eval WER {result.best_eval_wer})")
+
+    t = time.perf_counter()
+    say(f"5/5 evaluating {result.registered_name}")
+    tuned = {"test": evaluate(result.registered_name or "", manifests["test"], recipe.beam_size)}
+    if recipe.real:
+        tuned["real"] = evaluate(result.registered_name or "", recipe.real, recipe.beam_size)
+    timings["tuned_eval_s"] = time.perf_counter() - t
+    timings["total_s"] = time.perf_counter() - t0
+
+    def summary(scores: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        return {
+            "test_wer": scores["test"]["wer"],
+            "test_cer": scores["test"]["cer"],
+            "real_wer": scores["real"]["wer"] if "real" in scores else None,
+            "real_cer": scores["real"]["cer"] if "real" in scores else None,
+        }
+
+    b, tu = summary(base), summary(tuned)
+    report = {
+        "model": result.registered_name,
+        "base_model": recipe.model,
+        "base": b,
+        "tuned": tu,
+        "test_wer_relative_change": (tu["test_wer"] - b["test_wer"]) / b["test_wer"] if b["test_wer"] else None,
+        "real_wer_change_points": (
+            100 * (tu["real_wer"] - b["real_wer"]) if b["real_wer"] is not None and tu["real_wer"] is not None else None
+        ),
+        "timings_s": {k: round(v, 1) for k, v in timings.items()},
+        "training": {
+            "best_step": result.best_step,
+            "best_eval_wer": result.best_eval_wer,
+            "checkpoints": result.checkpoints,
+            "history": result.history,
+        },
+        "worst": {"base": base["test"]["worst"], "tuned": tuned["test"]["worst"]},
+        "recipe": recipe.to_dict(),
+    }
+    atomic_write_text(out / "report.json", json.dumps(report, indent=2))
+    return report

@@ -1,0 +1,363 @@
+"""The fine-tuning driver: check inputs, prepare data, train on Ray, keep the best checkpoint, export.
+
+Order matters for users: every check that can fail cheaply (datasets, model name, output folder,
+worker count, DeepSpeed on a CPU) runs before weights are converted, features computed or Ray started.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from whisperops.data.manifest import Dataset as Rows
+from whisperops.data.manifest import load_dataset
+from whisperops.errors import OptionError, WhisperOpsError
+from whisperops.paths import atomic_write_text
+from whisperops.training.config import DEEPSPEED_STAGES, MAX_AUDIO_S, FinetuneConfig
+from whisperops.training.data import TrainingDataError, prepare_split
+
+log = logging.getLogger(__name__)
+
+RESULT_FILE = "finetune.json"
+
+
+class TrainingError(WhisperOpsError):
+    """Training ran but did not produce a usable checkpoint."""
+
+
+@dataclass
+class Preflight:
+    train: Rows
+    eval: Rows
+    model_path: Path
+    cpus: int
+
+
+@dataclass
+class FinetuneResult:
+    output: Path
+    registered_name: str | None
+    best_checkpoint: Path
+    best_eval_wer: float | None
+    best_step: int | None
+    history: list[dict[str, Any]]
+    checkpoints: list[dict[str, Any]]
+    exported: dict[str, Any] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    wall_s: float = 0.0
+    tensorboard: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in self.__dict__.items()}
+
+
+# ---------------------------------------------------------------------------------------------
+# Checks before any expensive work
+
+
+def _clip_seconds(path: Path) -> float | None:
+    import av
+
+    try:
+        with av.open(str(path)) as container:
+            if container.duration is not None:
+                return container.duration / 1_000_000
+            stream = container.streams.audio[0]
+            if stream.duration is not None and stream.time_base is not None:
+                return float(stream.duration * stream.time_base)
+    except (av.error.FFmpegError, OSError, IndexError):
+        return None
+    return None
+
+
+def _check_split(rows: Rows, flag: str, english_only: bool, model: str) -> None:
+    if english_only:
+        other = sorted({u.language for u in rows if u.language and u.language != "en"})
+        if other:
+            raise TrainingDataError(
+                f"{flag} {rows.source}: rows in {', '.join(other)} but {model} is English-only; "
+                "use a multilingual model or English data"
+            )
+    durations = [u.duration if u.duration is not None else _clip_seconds(u.audio) for u in rows]
+    known = [d for d in durations if d is not None]
+    if known and not any(d <= MAX_AUDIO_S for d in known):
+        raise TrainingDataError(
+            f"{flag} {rows.source}: no clip is {MAX_AUDIO_S:.0f} s or shorter (Whisper's window); "
+            "cut the audio into utterances under 30 s"
+        )
+
+
+def _check_writable(output: Path) -> None:
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        probe = output / f".whisperops-write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise OptionError(
+            f"--output {output}: not writable ({err.strerror or err}); choose a folder you can write to"
+        ) from err
+
+
+def preflight(cfg: FinetuneConfig) -> Preflight:
+    """Every cheap check, in the order a user fixes them; raises one clear line."""
+    from whisperops.models import registry
+
+    if not cfg.train:
+        raise OptionError("--train is required: a JSONL manifest, audiofolder CSV or folder of audio + .txt")
+    if not cfg.eval:
+        raise OptionError(
+            "--eval is required: checkpoints are chosen by eval WER; hold out a manifest, CSV or folder for it"
+        )
+    for flag, value in (("--train", cfg.train), ("--eval", cfg.eval)):
+        if not Path(value).expanduser().exists():
+            raise TrainingDataError(f"{flag} {value}: no such manifest, CSV or folder; check the path")
+    if cfg.workers < 1:
+        raise OptionError(f"--workers {cfg.workers}: must be at least 1")
+    if cfg.deepspeed and cfg.deepspeed not in DEEPSPEED_STAGES:
+        raise OptionError(f"--deepspeed {cfg.deepspeed}: use one of {', '.join(DEEPSPEED_STAGES)}")
+    if cfg.max_steps <= 0 and cfg.epochs <= 0:
+        raise OptionError("--epochs must be positive (or give --max-steps)")
+    if cfg.learning_rate <= 0 or cfg.batch_size < 1:
+        raise OptionError("--learning-rate must be positive and --batch-size at least 1")
+    if cfg.lora and cfg.lora_rank < 1:
+        raise OptionError(f"--lora-rank {cfg.lora_rank}: must be at least 1")
+    cpus = os.cpu_count() or 1
+    if cfg.ray_address is None:
+        per_worker = max(1, cfg.threads_per_worker)
+        limit = cfg.ray_num_cpus or cpus
+        if cfg.workers * per_worker > limit:
+            raise OptionError(
+                f"--workers {cfg.workers}: this machine has {limit} CPU cores for Ray and each worker needs "
+                f"{per_worker}; use --workers {max(1, limit // per_worker)} or join a cluster with --ray-address"
+            )
+    if cfg.deepspeed:
+        _check_deepspeed()
+    model_path = registry.resolve(cfg.model)  # ModelNotFoundError: one line listing what is here
+    _check_writable(cfg.output_path)
+    train = load_dataset(cfg.train)
+    evaluation = load_dataset(cfg.eval)
+    english_only = _english_only(model_path)
+    _check_split(train, "--train", english_only, cfg.model)
+    _check_split(evaluation, "--eval", english_only, cfg.model)
+    if train.source.resolve() == evaluation.source.resolve():
+        log.warning("--train and --eval are the same dataset: eval WER will not show over-fitting")
+    return Preflight(train, evaluation, model_path, cpus)
+
+
+def _english_only(model_path: Path) -> bool:
+    from whisperops.models import registry
+
+    info = registry._describe_dir(registry.ModelInfo("", "local", model_path, True, "unknown"))
+    return info.multilingual is False
+
+
+def _check_deepspeed() -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("deepspeed") is None:
+        raise OptionError("--deepspeed needs the deepspeed package: pip install 'whisperops[train]'")
+
+
+# ---------------------------------------------------------------------------------------------
+# The run
+
+
+def plan_steps(cfg: FinetuneConfig, train_rows: int) -> tuple[int, int]:
+    """(max_steps, eval_steps): about five evaluations (and checkpoints) over the run unless told."""
+    if cfg.max_steps > 0:
+        total = cfg.max_steps
+    else:
+        per_step = cfg.batch_size * cfg.workers * cfg.gradient_accumulation_steps
+        total = max(1, math.ceil(math.ceil(train_rows / per_step) * cfg.epochs))
+    every = cfg.eval_steps if cfg.eval_steps > 0 else max(1, math.ceil(total / 5))
+    return total, min(every, total)
+
+
+def init_ray(cfg: FinetuneConfig) -> None:
+    """Join ``--ray-address``, or start a local Ray sized to this machine (loopback only)."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if cfg.ray_address:
+        ray.init(address=cfg.ray_address, log_to_driver=True)
+        return
+    kwargs: dict[str, Any] = {
+        "num_cpus": cfg.ray_num_cpus or os.cpu_count() or 1,
+        "include_dashboard": False,
+        "log_to_driver": True,
+        "_node_ip_address": "127.0.0.1",
+    }
+    if cfg.ray_object_store_mb:
+        kwargs["object_store_memory"] = cfg.ray_object_store_mb * 1024 * 1024
+    ray.init(**kwargs)
+
+
+def _check_cluster(cfg: FinetuneConfig, use_gpu: bool) -> None:
+    import ray
+
+    resources = ray.cluster_resources()
+    need = cfg.workers * max(1, cfg.threads_per_worker)
+    have = int(resources.get("CPU", 0))
+    if need > have:
+        raise OptionError(
+            f"--workers {cfg.workers}: the Ray cluster has {have} CPUs and the run needs {need}; "
+            f"use --workers {max(1, have // max(1, cfg.threads_per_worker))}"
+        )
+    if use_gpu and cfg.workers > int(resources.get("GPU", 0)):
+        raise OptionError(f"--workers {cfg.workers}: the cluster has {int(resources.get('GPU', 0))} GPUs")
+
+
+def _gpus_available() -> bool:
+    import ray
+
+    try:
+        return ray.cluster_resources().get("GPU", 0) > 0
+    except Exception:  # Ray not started: look at this machine
+        import torch
+
+        return torch.cuda.is_available()
+
+
+def finetune(cfg: FinetuneConfig) -> FinetuneResult:
+    """Fine-tune ``cfg.model`` on ``cfg.train`` with Ray Train, export and register the best checkpoint."""
+    started = time.perf_counter()
+    checks = preflight(cfg)
+    out = cfg.output_path.resolve()
+    from whisperops.training.model import hf_model_dir
+
+    model_dir = hf_model_dir(cfg.model)
+    train = prepare_split(checks.train, model_dir, "train")
+    evaluation = prepare_split(checks.eval, model_dir, "eval")
+    max_steps, eval_steps = plan_steps(cfg, train.rows)
+    gen_len = cfg.generation_max_length or min(448, max(train.max_label_tokens, evaluation.max_label_tokens) + 16)
+
+    init_ray(cfg)
+    use_gpu = _gpus_available()
+    _check_cluster(cfg, use_gpu)
+
+    from whisperops.training.worker import WorkerPlan
+
+    run_dir = out / "run"
+    ds_config = None
+    if cfg.deepspeed:
+        from whisperops.training.deepspeed import write_config
+
+        ds_config = str(write_config(cfg.deepspeed, run_dir / f"deepspeed-{cfg.deepspeed}.json"))
+    plan = WorkerPlan(
+        model_dir=str(model_dir),
+        train_data=str(train.path),
+        eval_data=str(evaluation.path),
+        run_dir=str(run_dir),
+        deepspeed_config=ds_config,
+        eval_steps=eval_steps,
+        max_steps=max_steps,
+        generation_max_length=gen_len,
+    )
+    atomic_write_text(out / "config.json", cfg.to_json())
+    log.info(
+        "training %s on %d clips, %d workers, %d steps (eval + checkpoint every %d)",
+        cfg.model,
+        train.rows,
+        cfg.workers,
+        max_steps,
+        eval_steps,
+    )
+    result = _fit(cfg, plan, use_gpu)
+    best_path, best_metrics, checkpoints = _best_checkpoint(result)
+    history = _history(result)
+    exported: dict[str, Any] = {}
+    name = cfg.registered_name if cfg.export else None
+    if cfg.export:
+        from whisperops.training.model import export_checkpoint
+
+        exported = export_checkpoint(best_path, model_dir, out / "model", cfg.registered_name, cfg.quantizations)
+    res = FinetuneResult(
+        output=out,
+        registered_name=name,
+        best_checkpoint=best_path,
+        best_eval_wer=best_metrics.get("eval_wer"),
+        best_step=best_metrics.get("step"),
+        history=history,
+        checkpoints=checkpoints,
+        exported=exported,
+        data={"train": train.to_dict(), "eval": evaluation.to_dict(), "max_steps": max_steps, "eval_steps": eval_steps},
+        wall_s=round(time.perf_counter() - started, 1),
+        tensorboard=str(run_dir / "tensorboard"),
+    )
+    atomic_write_text(out / RESULT_FILE, json.dumps(res.to_dict(), indent=2))
+    return res
+
+
+def _fit(cfg: FinetuneConfig, plan, use_gpu: bool):
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from whisperops.training.worker import train_loop_per_worker
+
+    storage = Path(cfg.storage_path) if cfg.storage_path else cfg.output_path.resolve() / "ray"
+    storage.mkdir(parents=True, exist_ok=True)
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"config": cfg.to_json(), "plan": plan.to_dict()},
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=cfg.workers,
+            use_gpu=use_gpu,
+            resources_per_worker={"CPU": max(1, cfg.threads_per_worker)},
+        ),
+        run_config=RunConfig(
+            name=f"finetune-{int(time.time())}",
+            storage_path=str(storage),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=cfg.save_total_limit,
+                checkpoint_score_attribute="eval_wer",
+                checkpoint_score_order="min",
+            ),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+        ),
+    )
+    try:
+        return trainer.fit()
+    except Exception as err:  # Ray wraps worker errors; surface the first line of the cause
+        cause = err.__cause__ or err
+        line = (str(cause).strip().splitlines() or [type(cause).__name__])[-1]
+        raise TrainingError(f"training failed after {cfg.max_failures} retries: {line[:300]}") from err
+
+
+def _best_checkpoint(result) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:
+    pairs = list(getattr(result, "best_checkpoints", None) or [])
+    if not pairs and result.checkpoint is not None:
+        pairs = [(result.checkpoint, result.metrics or {})]
+    scored = [(c, m) for c, m in pairs if m.get("eval_wer") is not None]
+    if not scored:
+        raise TrainingError("training reported no checkpoint with eval_wer; check eval_steps and the eval set")
+    best, metrics = min(scored, key=lambda cm: (cm[1]["eval_wer"], -cm[1].get("step", 0)))
+    summary = [{"path": c.path, "step": m.get("step"), "eval_wer": m.get("eval_wer")} for c, m in scored]
+    from ray.train.huggingface.transformers import RayTrainReportCallback
+
+    return Path(best.path) / RayTrainReportCallback.CHECKPOINT_NAME, dict(metrics), summary
+
+
+def _history(result) -> list[dict[str, Any]]:
+    """The Trainer's log history (loss, eval WER per step) from the latest checkpoint."""
+    ckpt = result.checkpoint
+    if ckpt is None:
+        return []
+    state = Path(ckpt.path) / "checkpoint" / "trainer_state.json"
+    if not state.exists():
+        return []
+    return json.loads(state.read_text()).get("log_history", [])
+
+
+def clean_work_dirs(output: Path) -> None:
+    """The Trainer's local copies are only needed while training; Ray's storage keeps the checkpoints."""
+    shutil.rmtree(output / "run" / "hf-work", ignore_errors=True)
