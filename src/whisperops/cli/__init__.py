@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 
+from whisperops.cli import convert as _convert  # noqa: F401  (registers commands)
 from whisperops.cli import data as _data  # noqa: F401  (registers commands)
 from whisperops.cli import evaluate as _evaluate  # noqa: F401
 from whisperops.cli import finetune as _finetune  # noqa: F401

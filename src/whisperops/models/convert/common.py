@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from whisperops.errors import WhisperOpsError
@@ -23,3 +25,17 @@ def resolve_source(model: str | Path, fmt: str) -> Path:
             + (f"; convert it with whisperops convert {model} {hint} first" if hint else "")
         )
     return path
+
+
+@contextmanager
+def quiet_transformers() -> Iterator[None]:
+    """No per-shard progress bars from transformers while converting (restored afterwards)."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from whisperops.models import ct2
-from whisperops.models.convert.common import ConversionError, resolve_source
+from whisperops.models.convert.common import ConversionError, quiet_transformers, resolve_source
 
 log = logging.getLogger(__name__)
 
@@ -278,7 +278,8 @@ def convert_ct2_to_hf(model_name_or_dir: str | Path, output_dir: str | Path, dty
 
     tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=_parent(out)))
     try:
-        hf_model.save_pretrained(tmp, safe_serialization=True)
+        with quiet_transformers():
+            hf_model.save_pretrained(tmp, safe_serialization=True)
         processor.save_pretrained(tmp)
         # transformers 5 folds the feature extractor into processor_config.json; faster-whisper, the CT2
         # converter's copy list and older transformers read preprocessor_config.json.
@@ -329,7 +330,8 @@ def convert_hf_to_ct2(hf_dir: str | Path, output_dir: str | Path, quantization: 
     tmp = Path(tempfile.mkdtemp(prefix=".convert-", dir=_parent(out)))
     try:
         converter = TransformersConverter(str(src), copy_files=copy)
-        converter.convert(str(tmp / "model"), quantization=quantization, force=True)
+        with quiet_transformers():
+            converter.convert(str(tmp / "model"), quantization=quantization, force=True)
         _replace_dir(tmp / "model", out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
