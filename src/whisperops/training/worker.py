@@ -151,7 +151,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     rank = ctx.get_world_rank()
     torch.set_num_threads(_threads(cfg, ctx.get_local_world_size()))
     run_dir = Path(plan.run_dir)
-    _record_worker(run_dir, rank)
 
     # TensorBoard events from rank 0 only, in the run folder (`tensorboard --logdir RUN/tensorboard`).
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")
@@ -179,15 +178,31 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             shutil.rmtree(resume, ignore_errors=True)
             shutil.copytree(Path(ckpt_dir) / RayTrainReportCallback.CHECKPOINT_NAME, resume)
         log.warning("worker %d resuming from %s", rank, resume)
+    _record_worker(run_dir, rank, _checkpoint_step(resume))
     trainer.train(resume_from_checkpoint=resume)
 
 
-def _record_worker(run_dir: Path, rank: int) -> None:
-    """``workers/rank-N.json`` (pid, host, start time per attempt): where to look when a worker dies."""
+def _checkpoint_step(checkpoint: str | None) -> int | None:
+    if checkpoint is None:
+        return None
+    state = Path(checkpoint) / "trainer_state.json"
+    return json.loads(state.read_text()).get("global_step") if state.exists() else None
+
+
+def _record_worker(run_dir: Path, rank: int, resumed_step: int | None) -> None:
+    """``workers/rank-N.json`` (pid, host, start, resumed step; per attempt): where to look when one dies."""
     import socket
 
     folder = run_dir / "workers"
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"rank-{rank}.json").write_text(
-        json.dumps({"rank": rank, "pid": os.getpid(), "host": socket.gethostname(), "started": time.time()})
+        json.dumps(
+            {
+                "rank": rank,
+                "pid": os.getpid(),
+                "host": socket.gethostname(),
+                "started": time.time(),
+                "resumed_step": resumed_step,
+            }
+        )
     )

@@ -1,0 +1,390 @@
+"""Fine-tuning: data preparation, collator, DeepSpeed configs, input checks, and real Ray Train runs.
+
+The Ray runs use a randomly initialised Whisper (d_model 64, 2 layers) with tiny.en's tokenizer, so a
+2-worker gloo run takes seconds of compute; the plumbing (DDP, checkpoints, failure recovery, Jobs
+API, export to CTranslate2) is the same as for tiny.en.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from whisperops.data.synth import synthesize, write_wav
+from whisperops.errors import WhisperOpsError
+from whisperops.training.config import FinetuneConfig
+
+CLI = [sys.executable, "-c", "from whisperops.cli import main; main()"]
+TEXTS = [
+    "Please freeze my debit card.",
+    "My account number is 12345678.",
+    "I was charged a late payment fee of $25.",
+    "What is the BIC for my Fixed Rate Bond?",
+    "Can you reset my PIN please?",
+    "Send $120 by CHAPS to sort code 20-45-67.",
+]
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer Whisper with tiny.en's tokenizer (real tokenizer, real config plumbing)."""
+    from whisperops.training.model import make_tiny_random
+
+    return make_tiny_random(tmp_path_factory.mktemp("tiny-random") / "model")
+
+
+@pytest.fixture(scope="session")
+def speech_sets(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """Train and eval manifests of short espeak clips (fast to make, real audio)."""
+    root = tmp_path_factory.mktemp("speech-sets")
+    synthesize(TEXTS, root / "train", voices=["espeak:en-us"], augment=["clean", "noise:20"])
+    synthesize(TEXTS[:2], root / "eval", voices=["espeak:en-gb"])
+    return root / "train" / "manifest.jsonl", root / "eval" / "manifest.jsonl"
+
+
+def _cfg(tiny_model: Path, speech_sets: tuple[Path, Path], output: Path, **kw) -> FinetuneConfig:
+    base = {
+        "train": str(speech_sets[0]),
+        "eval": str(speech_sets[1]),
+        "output": str(output),
+        "model": str(tiny_model),
+        "workers": 2,
+        "threads_per_worker": 1,
+        "max_steps": 4,
+        "eval_steps": 1,
+        "batch_size": 2,
+        "eval_batch_size": 2,
+        "learning_rate": 3e-3,
+        "generation_max_length": 12,
+        "ray_num_cpus": 2,
+        "ray_object_store_mb": 80,
+        "save_total_limit": 2,
+    }
+    base.update(kw)
+    return FinetuneConfig(**base)
+
+
+# ---------------------------------------------------------------------------------------------
+# Data, collator, configs (no Ray)
+
+
+def test_collator_pads_labels_with_minus_100_and_does_not_repeat_the_start_token(tiny_model: Path):
+    from transformers import WhisperTokenizer
+
+    from whisperops.training.data import SpeechCollator
+
+    tok = WhisperTokenizer.from_pretrained(tiny_model)
+    sot = tok.convert_tokens_to_ids("<|startoftranscript|>")
+    short, long = tok("Hi.").input_ids, tok("Freeze my debit card now please.").input_ids
+    assert short[0] == sot
+    feats = np.zeros((80, 3000), dtype=np.float16)
+    batch = SpeechCollator(sot)([{"input_features": feats, "labels": short}, {"input_features": feats, "labels": long}])
+    labels = batch["labels"].numpy()
+    assert batch["input_features"].dtype.is_floating_point and tuple(batch["input_features"].shape) == (2, 80, 3000)
+    assert labels.shape == (2, len(long) - 1)
+    assert list(labels[0, : len(short) - 1]) == short[1:] and (labels[0, len(short) - 1 :] == -100).all()
+    assert list(labels[1]) == long[1:] and sot not in labels
+    # The model prepends the start token itself: shifted decoder inputs hold it exactly once.
+    from transformers.models.whisper.modeling_whisper import shift_tokens_right
+
+    dec = shift_tokens_right(batch["labels"], tok.eos_token_id, sot)
+    assert dec[1, 0].item() == sot and dec[1, 1].item() != sot
+
+
+def test_prepare_split_drops_long_clips_and_labels_counts_them_and_caches(
+    tiny_model: Path, speech_sets: tuple[Path, Path], tmp_path: Path, caplog
+):
+    from whisperops.audio import load_audio
+    from whisperops.data.manifest import load_dataset
+    from whisperops.training.data import prepare_split
+
+    train_dir = speech_sets[0].parent
+    rows = [json.loads(line) for line in speech_sets[0].read_text().splitlines()]
+    clip = load_audio(train_dir / rows[0]["audio"])
+    write_wav(tmp_path / "long.wav", np.tile(clip, int(31 * 16000 / clip.size) + 1))
+    rows = [
+        {**rows[0], "audio": str(train_dir / rows[0]["audio"])},
+        {**rows[1], "audio": str(train_dir / rows[1]["audio"]), "text": " ".join(["account"] * 30)},
+        {"audio": str(tmp_path / "long.wav"), "text": "too long"},
+    ]
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    cache = tmp_path / "cache"
+    with caplog.at_level(logging.WARNING, logger="whisperops.training.data"):
+        split = prepare_split(load_dataset(manifest), tiny_model, "t", cache=cache, max_label_tokens=20)
+    assert (split.rows, split.dropped_long_audio, split.dropped_long_labels) == (1, 1, 1)
+    assert "dropped 1 clips longer than 30 s" in caplog.text and "exceed 20 tokens" in caplog.text
+    import datasets
+
+    ds = datasets.load_from_disk(str(split.path))
+    assert ds[0]["text"] == rows[0]["text"] and np.asarray(ds[0]["input_features"]).shape == (80, 3000)
+    t0 = time.perf_counter()
+    again = prepare_split(load_dataset(manifest), tiny_model, "t", cache=cache, max_label_tokens=20)
+    assert again.path == split.path and time.perf_counter() - t0 < 2.0
+
+
+def test_deepspeed_configs_leave_batch_sizes_to_the_trainer(tmp_path: Path):
+    from whisperops.errors import OptionError
+    from whisperops.training.deepspeed import write_config, zero_config
+
+    for stage, zstage in (("zero2", 2), ("zero3", 3), ("zero3-offload", 3)):
+        cfg = json.loads(write_config(stage, tmp_path / f"{stage}.json").read_text())
+        assert cfg["zero_optimization"]["stage"] == zstage
+        # A number here would be wrong as soon as the worker count changes.
+        assert cfg["train_batch_size"] == cfg["train_micro_batch_size_per_gpu"] == "auto"
+        assert cfg["gradient_accumulation_steps"] == "auto"
+    assert "offload_optimizer" in zero_config("zero3-offload")["zero_optimization"]
+    assert "offload_optimizer" not in zero_config("zero3")["zero_optimization"]
+    with pytest.raises(OptionError, match="zero2, zero3, zero3-offload"):
+        zero_config("zero1")
+
+
+def test_plan_steps():
+    from whisperops.training.run import plan_steps
+
+    cfg = FinetuneConfig(train="a", eval="b", output="c", batch_size=4, workers=2, epochs=2)
+    assert plan_steps(cfg, 20) == (6, 2)  # ceil(20 / 8) * 2 steps, ~5 evaluations
+    cfg.max_steps, cfg.eval_steps = 10, 4
+    assert plan_steps(cfg, 20) == (10, 4)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad input: one line each, before anything expensive
+
+
+def test_bad_inputs_fail_in_one_line_before_training(tiny_model: Path, speech_sets: tuple[Path, Path], tmp_path: Path):
+    from whisperops.training.run import preflight
+
+    train = speech_sets[0]
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n")
+    mismatched = tmp_path / "folder"
+    mismatched.mkdir()
+    shutil.copy(train.parent / json.loads(train.read_text().splitlines()[0])["audio"], mismatched / "a.wav")
+    german = tmp_path / "de.jsonl"
+    german.write_text(
+        json.dumps({"audio": str(train.parent / json.loads(train.read_text().splitlines()[0])["audio"]),
+                    "text": "Guten Tag", "language": "de"}) + "\n"
+    )  # fmt: skip
+    long_only = tmp_path / "long.jsonl"
+    write_wav(tmp_path / "long.wav", np.zeros(16000 * 31, dtype=np.float32))
+    long_only.write_text(json.dumps({"audio": str(tmp_path / "long.wav"), "text": "silence"}) + "\n")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    cases = {
+        "no usable rows": {"train": str(empty)},
+        "no transcript a.txt": {"train": str(mismatched)},
+        "English-only": {"train": str(german)},
+        "no clip is 30 s or shorter": {"train": str(long_only)},
+        "--eval is required": {"eval": ""},
+        "--eval /nonexistent.jsonl: no such": {"eval": "/nonexistent.jsonl"},
+        "unknown model name": {"model": "no-such-model"},
+        "not writable": {"output": str(blocker / "out")},
+        "this machine has": {"workers": 64},
+    }
+    for expected, change in cases.items():
+        cfg = _cfg(
+            tiny_model, speech_sets, Path(change.pop("output", tmp_path / "out")), **{"model": "tiny.en", **change}
+        )
+        t0 = time.perf_counter()
+        with pytest.raises(WhisperOpsError) as err:
+            preflight(cfg)
+        message = str(err.value)
+        assert expected in message, (expected, message)
+        assert "\n" not in message
+        assert time.perf_counter() - t0 < 5.0, f"{expected}: checked too slowly"
+
+
+def test_cli_bad_worker_count_is_one_line_and_exit_2(speech_sets: tuple[Path, Path], tmp_path: Path):
+    train, evaluation = speech_sets
+    proc = subprocess.run(
+        [*CLI, "finetune", "--train", str(train), "--eval", str(evaluation), "--output", str(tmp_path / "o"),
+         "--workers", "99"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and "--workers 99" in lines[0], proc.stderr
+    assert not (tmp_path / "o" / "run").exists()
+
+
+# ---------------------------------------------------------------------------------------------
+# Real Ray Train runs (2 workers, gloo on CPU)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    ray.init(num_cpus=2, object_store_memory=80 * 1024 * 1024, include_dashboard=False, _node_ip_address="127.0.0.1")
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_cli_two_worker_run_keeps_best_checkpoints_by_eval_wer_and_exports(
+    tiny_model: Path, speech_sets: tuple[Path, Path], tmp_path: Path
+):
+    from whisperops.models import registry
+
+    train, evaluation = speech_sets
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [*CLI, "finetune", "--train", str(train), "--eval", str(evaluation), "--output", str(out),
+         "--model", str(tiny_model), "--name", "tiny-random-ft", "--workers", "2", "--threads", "1",
+         "--max-steps", "4", "--eval-steps", "1", "--batch-size", "2", "--lr", "3e-3", "--keep", "2"],
+        capture_output=True, text=True, timeout=600, env={**os.environ, "RAY_DEDUP_LOGS": "0"},
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert f"tensorboard --logdir {out.resolve() / 'run' / 'tensorboard'}" in proc.stdout
+    assert list((out / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    result = json.loads((out / "finetune.json").read_text())
+    # Both workers trained (one process each, distinct pids).
+    pids = {json.loads(p.read_text())["pid"] for p in (out / "run" / "workers").glob("rank-*.json")}
+    assert len(pids) == 2
+    # Every step was evaluated; Ray kept the 2 checkpoints with the lowest eval WER.
+    evals = {h["step"]: h["eval_wer"] for h in result["history"] if "eval_wer" in h}
+    assert sorted(evals) == [1, 2, 3, 4]
+    kept = {c["step"]: c["eval_wer"] for c in result["checkpoints"]}
+    assert len(kept) == 2
+    dropped = [w for s, w in evals.items() if s not in kept]
+    assert max(kept.values()) <= min(dropped)
+    assert result["best_eval_wer"] == min(evals.values())
+    assert result["best_step"] in kept and kept[result["best_step"]] == min(kept.values())
+    # Exported to CT2 float16 + int8 and registered; the engine loads it by name.
+    assert registry.resolve("tiny-random-ft") == Path(result["exported"]["ct2"]["float16"])
+    assert (registry.resolve("tiny-random-ft-int8") / "model.bin").exists()
+    from whisperops.engine import DecodeOptions, Engine
+
+    rows = [json.loads(line) for line in train.read_text().splitlines()]
+    t = Engine("tiny-random-ft", cpu_threads=1).transcribe(
+        train.parent / rows[0]["audio"], DecodeOptions(beam_size=1, vad_filter=False)
+    )
+    assert t.duration > 0
+
+
+@pytest.mark.slow
+def test_killed_worker_resumes_from_last_checkpoint(
+    tiny_model: Path, speech_sets: tuple[Path, Path], tmp_path: Path, local_ray
+):
+    from whisperops.training.run import finetune
+
+    out = tmp_path / "ft"
+    cfg = _cfg(
+        tiny_model, speech_sets, out, max_steps=6, eval_steps=2, max_failures=1, export=False,
+        extra={"slow_step_s": 1.5},
+    )  # fmt: skip
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["result"] = finetune(cfg)
+        except BaseException as err:  # surfaced by the assertion below
+            box["error"] = err
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    storage = out / "ray"
+    rank1 = out / "run" / "workers" / "rank-1.json"
+    deadline = time.monotonic() + 400
+    killed = None
+    while time.monotonic() < deadline and thread.is_alive():
+        if list(storage.glob("*/checkpoint_*")) and rank1.exists():
+            killed = json.loads(rank1.read_text())["pid"]
+            os.kill(killed, signal.SIGKILL)
+            break
+        time.sleep(0.5)
+    assert killed is not None, "no checkpoint before the run ended"
+    thread.join(timeout=500)
+    assert "error" not in box, box.get("error")
+    result = box["result"]
+    restarted = json.loads(rank1.read_text())
+    assert restarted["pid"] != killed
+    # The new worker group resumed from the checkpoint of step 2 or 4, not from scratch, and finished.
+    assert restarted["resumed_step"] in (2, 4)
+    assert json.loads((out / "run" / "workers" / "rank-0.json").read_text())["resumed_step"] in (2, 4)
+    assert max(h["step"] for h in result.history) == 6
+
+
+@pytest.mark.slow
+def test_deepspeed_zero2_runs_on_cpu(tiny_model: Path, speech_sets: tuple[Path, Path], tmp_path: Path, local_ray):
+    from whisperops.training.run import finetune
+
+    out = tmp_path / "ds"
+    result = finetune(_cfg(tiny_model, speech_sets, out, max_steps=2, eval_steps=1, deepspeed="zero2", export=False))
+    assert result.best_eval_wer is not None
+    ds = json.loads((out / "run" / "deepspeed-zero2.json").read_text())
+    assert ds["zero_optimization"]["stage"] == 2 and ds["train_batch_size"] == "auto"
+    # DeepSpeed's own checkpoint layout (partitioned optimizer states) shows ZeRO really ran.
+    assert list(Path(result.best_checkpoint).rglob("*optim_states.pt"))
+
+
+@pytest.mark.slow
+def test_job_submitted_to_a_local_head_completes(tiny_model: Path, speech_sets: tuple[Path, Path], tmp_path: Path):
+    import socket
+
+    from whisperops.training.jobs import submit_job
+
+    def free_port() -> int:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    ray_exe = shutil.which("ray", path=str(Path(sys.executable).parent)) or shutil.which("ray")
+    assert ray_exe, "ray CLI missing"
+    temp = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # short: Ray's socket paths have a length limit
+    dash = free_port()
+    head = subprocess.Popen(
+        [ray_exe, "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={free_port()}",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dash}", "--num-cpus=2", "--include-dashboard=true",
+         f"--temp-dir={temp}", "--object-store-memory=100000000", "--disable-usage-stats"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    try:
+        address = f"http://127.0.0.1:{dash}"
+        _wait_for_jobs_api(address, head)
+        cfg = _cfg(tiny_model, speech_sets, tmp_path / "job", workers=1, max_steps=2, eval_steps=1, export=False)
+        outcome = submit_job(cfg, address, wait=True, timeout_s=500)
+        assert outcome.status == "SUCCEEDED", outcome.logs[-3000:]
+        assert json.loads((tmp_path / "job" / "finetune.json").read_text())["best_eval_wer"] is not None
+    finally:
+        # Only the processes this test started: the head's own process group.
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(head.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                head.wait(timeout=20)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        shutil.rmtree(temp, ignore_errors=True)
+
+
+def _wait_for_jobs_api(address: str, head: subprocess.Popen) -> None:
+    import urllib.request
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        assert head.poll() is None, "ray start --head exited"
+        try:
+            with urllib.request.urlopen(f"{address}/api/version", timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(1)
+    raise AssertionError(f"Ray Jobs API did not come up at {address}")
