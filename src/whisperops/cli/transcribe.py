@@ -123,9 +123,12 @@ def _transcribe_with_flow(sources, output_dir: Path, fmt_list, workers: int, par
     # After whisperops.flows: it sets the environment metaflow reads on import.
     from metaflow import Runner
 
-    workers = workers or os.cpu_count() or 1
+    cores = os.cpu_count() or 1
+    workers = workers or cores
     params = {
         **params,
+        # Split the cores between the parallel tasks instead of oversubscribing them.
+        "threads": params["threads"] or max(1, cores // workers),
         # Tasks may run elsewhere (another cwd, a container): pass absolute paths.
         "sources": json.dumps([_absolute(s) for s in sources]),
         "output_dir": str(output_dir.resolve()),
@@ -137,12 +140,14 @@ def _transcribe_with_flow(sources, output_dir: Path, fmt_list, workers: int, par
             executing = await runner.async_run(max_workers=workers, **params)
             err_console.print(f"Metaflow run [bold]{executing.run.pathspec}[/]", highlight=False)
             await _follow(executing)
-            return executing
+            # Read the logs before the Runner's cleanup removes them.
+            lines = (executing.stdout + executing.stderr).strip().splitlines()
+            errors = [line for line in lines if "Error" in line or "failed" in line.lower()]
+            tail = "\n".join(dict.fromkeys(errors[-6:] + lines[-4:]))
+            return executing.status, executing.run, tail
 
-    executing = asyncio.run(go())
-    run = executing.run
-    if executing.status != "successful":
-        tail = "\n".join((executing.stderr + executing.stdout).strip().splitlines()[-15:])
+    status, run, tail = asyncio.run(go())
+    if status != "successful":
         err_console.print(tail, highlight=False, markup=False)
         err_console.print(
             f"[red]run {run.pathspec} failed[/]; finished shards are kept: "
