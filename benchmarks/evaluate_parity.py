@@ -19,7 +19,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, SHARED_SPEECH, machine  # noqa: E402
+from _common import ROOT, SHARED_SPEECH, machine
 
 
 def bare_faster_whisper(model: str, rows: list, threads: int) -> dict:

@@ -90,3 +90,13 @@ def test_models_command_prints_the_table():
     row = next(line for line in out.splitlines() if "tiny.en" in line)
     assert "en only" in row and "yes" in row and "37.8M" in row
     assert "small" in out and "network" in out
+
+
+def test_exports_for_other_runtimes_are_recognised_but_not_run(tmp_path):
+    from whisperops.engine import Engine
+
+    (tmp_path / "model.pt").write_bytes(b"")
+    assert registry._detect_format(tmp_path) == "openai"
+    assert registry.resolve(str(tmp_path)) == tmp_path.resolve()
+    with pytest.raises(ModelNotFoundError, match="openai export for another runtime"):
+        Engine(str(tmp_path))

@@ -114,8 +114,8 @@ class Engine:
             self.path = cached_ct2(self.path)
         elif fmt != "ct2":
             raise ModelNotFoundError(
-                f"model {model!r} at {self.path} is in {fmt} format; convert it first with "
-                f"whisperops convert {model} --to ct2 --output DIR"
+                f"model {model!r} at {self.path} is a {fmt} export for another runtime; transcribe with the "
+                "CTranslate2 or Hugging Face model it was exported from"
             )
         self.device = pick_device(device)
         self.compute_type = pick_compute_type(self.device, compute_type)

@@ -9,8 +9,8 @@ from whisperops.cli import data as _data  # noqa: F401  (registers commands)
 from whisperops.cli import evaluate as _evaluate  # noqa: F401
 from whisperops.cli import finetune as _finetune  # noqa: F401
 from whisperops.cli import models as _models  # noqa: F401  (registers commands)
-from whisperops.cli import serve as _serve  # noqa: F401
 from whisperops.cli import runs as _runs  # noqa: F401
+from whisperops.cli import serve as _serve  # noqa: F401
 from whisperops.cli import transcribe as _transcribe  # noqa: F401
 from whisperops.cli.app import app, err_console
 from whisperops.errors import WhisperOpsError

@@ -161,6 +161,11 @@ def _detect_format(path: Path) -> str:
         return "ct2"
     if (path / "config.json").exists() and (any(path.glob("*.safetensors")) or (path / "pytorch_model.bin").exists()):
         return "hf"
+    # Exports for other runtimes (whisperops convert --to openai|ggml): listed, not run by the engine.
+    if (path / "model.pt").exists():
+        return "openai"
+    if any(path.glob("ggml-*.bin")):
+        return "ggml"
     return "unknown"
 
 
@@ -254,7 +259,8 @@ def resolve(name: str | Path) -> Path:
         if local.is_dir() and _detect_format(local) != "unknown":
             return local.resolve()
         raise ModelNotFoundError(
-            f"model {name!r}: not a CTranslate2 (model.bin) or Hugging Face (config.json + weights) directory"
+            f"model {name!r}: not a CTranslate2 (model.bin), Hugging Face (config.json + weights), "
+            "openai-whisper (model.pt) or whisper.cpp (ggml-*.bin) directory"
         )
     if name in HUB_SIZES or (name.count("/") == 1 and not name.startswith((".", "/"))):
         return _download(name)
