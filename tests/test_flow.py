@@ -259,3 +259,31 @@ def test_scale_out_reaches_metaflows_own_configuration_check(args, needle, tmp_p
     assert proc.returncode != 0, text[-2000:]
     assert needle in text, text[-2000:]
     assert "Traceback" not in text, text[-3000:]
+
+
+@pytest.mark.slow
+def test_url_already_fetched_is_answered_in_start_without_a_request(shared_speech, media_server, tmp_path):
+    """A daily run over the same links: what was downloaded and transcribed before costs no request."""
+    base, www, requests = media_server
+    shutil.copy(shared_speech / SHORT[0], www / "episode1.wav")
+    shutil.copy(shared_speech / SHORT[1], www / "episode2.wav")
+    first = cli("transcribe", f"{base}/episode1.wav", "-o", str(tmp_path / "a"), "--formats", "txt", "--in-process")
+    assert first.returncode == 0, first.stdout + first.stderr
+    seen = len(requests)
+    assert seen >= 1
+    # Next "day": the old episode plus a new one, through the flow.
+    proc = flow(
+        "run",
+        "--sources",
+        json.dumps([f"{base}/episode1.wav", f"{base}/episode2.wav"]),
+        "--run-id-file",
+        str(tmp_path / "run_id"),
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    from whisperops.flows.runs import get_run
+
+    run = get_run(run_id_of(tmp_path / "run_id"))
+    status = dict(zip(run.data.results["name"], run.data.results["status"], strict=True))
+    assert status == {"episode1": "cached", "episode2": "ok"}
+    new = requests[seen:]
+    assert new and all("episode2" in r for r in new), f"only the new episode is fetched: {new}"
