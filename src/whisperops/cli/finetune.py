@@ -80,14 +80,19 @@ def finetune_cmd(
         return
     from whisperops.training.run import finetune
 
-    console.print(f"TensorBoard: tensorboard --logdir {output.resolve() / 'run' / 'tensorboard'}")
+    # soft_wrap: the command must stay copy-pasteable, not broken at the terminal width.
+    console.print(f"TensorBoard: tensorboard --logdir {output.resolve() / 'run' / 'tensorboard'}", soft_wrap=True)
     result = finetune(cfg)
     console.print(
-        f"best checkpoint: step {result.best_step}, eval WER {_pct(result.best_eval_wer)} ({result.best_checkpoint})"
+        f"best checkpoint: step {result.best_step}, eval WER {_pct(result.best_eval_wer)} ({result.best_checkpoint})",
+        soft_wrap=True,
     )
     if result.registered_name:
-        console.print(f"registered {result.registered_name}: whisperops transcribe --model {result.registered_name}")
-    console.print(f"wrote {result.output / 'finetune.json'} in {result.wall_s:.0f} s")
+        console.print(
+            f"registered {result.registered_name}: whisperops transcribe --model {result.registered_name}",
+            soft_wrap=True,
+        )
+    console.print(f"wrote {result.output / 'finetune.json'} in {result.wall_s:.0f} s", soft_wrap=True)
 
 
 def _pct(value: float | None) -> str:

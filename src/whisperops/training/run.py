@@ -274,6 +274,7 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     result = _fit(cfg, plan, use_gpu)
     best_path, best_metrics, checkpoints = _best_checkpoint(result)
     history = _history(result)
+    clean_work_dirs(out)
     exported: dict[str, Any] = {}
     name = cfg.registered_name if cfg.export else None
     if cfg.export:

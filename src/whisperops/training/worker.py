@@ -154,7 +154,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     # TensorBoard events from rank 0 only, in the run folder (`tensorboard --logdir RUN/tensorboard`).
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")
-    trainer = build_trainer(cfg, plan, str(run_dir / "hf-work"), report_to=["tensorboard"] if rank == 0 else [])
+    # One Trainer output folder per worker process: RayTrainReportCallback uploads each rank's folder
+    # into one Ray checkpoint, so a shared folder would let rank 1 upload rank 0's half-written files
+    # (and a restarted group must not pick up a dead attempt's checkpoints).
+    work_dir = run_dir / "hf-work" / f"rank{rank}-pid{os.getpid()}"
+    trainer = build_trainer(cfg, plan, str(work_dir), report_to=["tensorboard"] if rank == 0 else [])
     trainer.add_callback(RayTrainReportCallback())
 
     hook = cfg.extra.get("slow_step_s")
