@@ -335,3 +335,16 @@ def test_bad_settings_fail_fast_in_one_line() -> None:
         create_app(ServeSettings(models=["no-such-model"]))
     with pytest.raises(OptionError, match="--slots 0"):
         ServeSettings(slots=0)
+
+
+def test_ray_replicas_and_autoscaling_options() -> None:
+    pytest.importorskip("ray")
+    from whisperops.errors import OptionError
+    from whisperops.serving.ray_app import RayOptions, build
+
+    fixed = build(ServeSettings(slots=2, max_queue=3), RayOptions(replicas=3))._bound_deployment._deployment_config
+    assert fixed.num_replicas == 3 and fixed.max_ongoing_requests > 2 + 3  # overflow reaches the app's 429
+    auto = build(ServeSettings(), RayOptions(min_replicas=1, max_replicas=4))._bound_deployment._deployment_config
+    assert (auto.autoscaling_config.min_replicas, auto.autoscaling_config.max_replicas) == (1, 4)
+    with pytest.raises(OptionError, match="give both"):
+        RayOptions(min_replicas=1)
