@@ -47,29 +47,70 @@ def _absolute(cfg: FinetuneConfig) -> FinetuneConfig:
     return FinetuneConfig.from_json(json.dumps(data))
 
 
-def submit_job(cfg: FinetuneConfig, address: str, wait: bool = True, timeout_s: float = 24 * 3600) -> JobOutcome:
-    """Submit the run to the Ray cluster at ``address`` (``http://HOST:8265``); wait for it unless told."""
-    from ray.job_submission import JobStatus, JobSubmissionClient
+def _client(address: str):
+    """A Jobs API client; with Ray's token auth it sends the local token (``~/.ray/auth_token``)."""
+    from pathlib import Path
+
+    from ray.job_submission import JobSubmissionClient
+
+    def connect():
+        return JobSubmissionClient(address)
 
     try:
-        client = JobSubmissionClient(address)
+        try:
+            return connect()
+        except Exception as err:
+            # `ray start` turns token auth on, but clients only send the token in token mode.
+            token_file = Path(os.environ.get("RAY_AUTH_TOKEN_PATH", Path.home() / ".ray" / "auth_token"))
+            has_token = "RAY_AUTH_TOKEN" in os.environ or token_file.exists()
+            if "auth" not in str(err).lower() or not has_token or os.environ.get("RAY_AUTH_MODE") == "token":
+                raise
+            _enable_token_auth()
+            return connect()
     except Exception as err:  # ConnectionError, ValueError for a bad scheme, auth errors...
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0]
         raise OptionError(
             f"--submit {address}: cannot reach a Ray Jobs API there ({reason[:160]}); "
             "give the dashboard address, e.g. http://127.0.0.1:8265"
         ) from err
+
+
+def _enable_token_auth() -> None:
+    os.environ["RAY_AUTH_MODE"] = "token"
+    try:
+        # Ray caches its config at import; refresh it so this process sends the token too.
+        from ray._private.authentication.authentication_token_setup import _enable_token_auth as enable
+
+        enable()
+    except ImportError:  # another Ray version: the environment variable is what it reads
+        pass
+
+
+def submit_job(cfg: FinetuneConfig, address: str, wait: bool = True, timeout_s: float = 24 * 3600) -> JobOutcome:
+    """Submit the run to the Ray cluster at ``address`` (``http://HOST:8265``); wait for it unless told."""
+    from ray.job_submission import JobStatus
+
+    client = _client(address)
     job_cfg = _absolute(cfg)
     python = os.environ.get(PYTHON_ENV, sys.executable)
     env = {CONFIG_ENV: job_cfg.to_json()}
     for key in ("WHISPEROPS_CACHE", "HF_HUB_OFFLINE", "XDG_CACHE_HOME"):
         if key in os.environ:
             env[key] = os.environ[key]
-    job_id = client.submit_job(
-        entrypoint=f"{python} -m whisperops.training.jobs",
-        runtime_env={"env_vars": env},
-        metadata={"whisperops": "finetune", "output": job_cfg.output},
-    )
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            job_id = client.submit_job(
+                entrypoint=f"{python} -m whisperops.training.jobs",
+                runtime_env={"env_vars": env},
+                metadata={"whisperops": "finetune", "output": job_cfg.output},
+            )
+            break
+        except RuntimeError as err:
+            # A head that has just started answers 500 until its job agent registers.
+            if "No available agent" not in str(err) or time.monotonic() > deadline:
+                raise JobError(f"--submit {address}: the cluster refused the job ({str(err)[:200]})") from err
+            time.sleep(2.0)
     log.info("submitted job %s to %s", job_id, address)
     if not wait:
         return JobOutcome(job_id, "PENDING", "")
