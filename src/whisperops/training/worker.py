@@ -183,7 +183,15 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             shutil.copytree(Path(ckpt_dir) / RayTrainReportCallback.CHECKPOINT_NAME, resume)
         log.warning("worker %d resuming from %s", rank, resume)
     _record_worker(run_dir, rank, _checkpoint_step(resume))
-    trainer.train(resume_from_checkpoint=resume)
+    output = trainer.train(resume_from_checkpoint=resume)
+    _record_worker(run_dir, rank, _checkpoint_step(resume), {"peak_rss_mb": peak_rss_mb(), **output.metrics})
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory (Linux ru_maxrss is in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _checkpoint_step(checkpoint: str | None) -> int | None:
@@ -193,7 +201,7 @@ def _checkpoint_step(checkpoint: str | None) -> int | None:
     return json.loads(state.read_text()).get("global_step") if state.exists() else None
 
 
-def _record_worker(run_dir: Path, rank: int, resumed_step: int | None) -> None:
+def _record_worker(run_dir: Path, rank: int, resumed_step: int | None, extra: dict | None = None) -> None:
     """``workers/rank-N.json`` (pid, host, start, resumed step; per attempt): where to look when one dies."""
     import socket
 
@@ -207,6 +215,7 @@ def _record_worker(run_dir: Path, rank: int, resumed_step: int | None) -> None:
                 "host": socket.gethostname(),
                 "started": time.time(),
                 "resumed_step": resumed_step,
+                **(extra or {}),
             }
         )
     )

@@ -1,0 +1,121 @@
+"""Fine-tuning throughput and memory for tiny.en: plain Trainer (one process) vs Ray Train (2 workers).
+
+Same total cores for both: the plain Trainer gets all N threads; Ray Train runs 2 workers of N/2
+threads each (gloo DDP). Each configuration runs in a fresh process so peak RSS is its own. Also
+measures LoRA's memory against full fine-tuning, in the plain Trainer.
+
+    flock /tmp/bench.lock .venv/bin/python benchmarks/finetune_throughput.py --steps 6 --batch-size 4
+
+Prints one table: samples/s, Ray's overhead (target < 10%), peak RSS per worker (target < 3 GB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def make_data(root: Path, n: int) -> tuple[Path, Path]:
+    from whisperops.data import banking
+    from whisperops.data.synth import synthesize
+
+    utts = banking.generate(n + 4, seed=11)
+    synthesize([u.line() for u in utts[:n]], root / "train", voices=["espeak:en-us"])
+    synthesize([u.line() for u in utts[n:]], root / "eval", voices=["espeak:en-us"])
+    return root / "train" / "manifest.jsonl", root / "eval" / "manifest.jsonl"
+
+
+def child(args: argparse.Namespace) -> None:
+    """One plain-Trainer run in this process; prints a JSON line."""
+    import torch
+
+    from whisperops.data.manifest import load_dataset
+    from whisperops.training.config import FinetuneConfig
+    from whisperops.training.data import prepare_split
+    from whisperops.training.model import hf_model_dir
+    from whisperops.training.worker import WorkerPlan, build_trainer, peak_rss_mb
+
+    torch.set_num_threads(args.threads)
+    model_dir = hf_model_dir(args.model)
+    train = prepare_split(load_dataset(args.train), model_dir, "train")
+    evaluation = prepare_split(load_dataset(args.eval), model_dir, "eval")
+    cfg = FinetuneConfig(
+        train=args.train, eval=args.eval, output=args.out, model=args.model, batch_size=args.batch_size,
+        lora=args.mode == "lora", learning_rate=1e-5,
+    )  # fmt: skip
+    plan = WorkerPlan(str(model_dir), str(train.path), str(evaluation.path), args.out, None, args.steps, args.steps, 40)
+    trainer = build_trainer(cfg, plan, str(Path(args.out) / "hf"))
+    t0 = time.perf_counter()
+    out = trainer.train()
+    wall = time.perf_counter() - t0
+    print(json.dumps({"samples_per_s": args.steps * args.batch_size / wall, "wall_s": wall,
+                      "peak_rss_mb": peak_rss_mb(), "train_runtime": out.metrics["train_runtime"]}))  # fmt: skip
+
+
+def run_child(mode: str, args: argparse.Namespace, train: Path, evaluation: Path, out: Path) -> dict:
+    cmd = [sys.executable, __file__, "--child", mode, "--train", str(train), "--eval", str(evaluation),
+           "--out", str(out), "--steps", str(args.steps), "--batch-size", str(args.batch_size),
+           "--threads", str(args.threads), "--model", args.model]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run_ray(args: argparse.Namespace, train: Path, evaluation: Path, out: Path) -> dict:
+    from whisperops.training.config import FinetuneConfig
+    from whisperops.training.run import finetune
+
+    workers = 2
+    cfg = FinetuneConfig(
+        train=str(train), eval=str(evaluation), output=str(out), model=args.model, workers=workers,
+        threads_per_worker=max(1, args.threads // workers), batch_size=args.batch_size // workers,
+        max_steps=args.steps, eval_steps=args.steps, export=False, ray_num_cpus=args.threads,
+        generation_max_length=40, learning_rate=1e-5,
+    )  # fmt: skip
+    finetune(cfg)
+    records = [json.loads(p.read_text()) for p in sorted((out / "run" / "workers").glob("rank-*.json"))]
+    runtime = max(r["train_runtime"] for r in records)
+    return {
+        "samples_per_s": args.steps * args.batch_size / runtime,
+        "train_runtime": runtime,
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in records),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", default="tiny.en")
+    p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--batch-size", type=int, default=4, help="Global batch (Ray: split over 2 workers).")
+    p.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    p.add_argument("--clips", type=int, default=16)
+    p.add_argument("--child", choices=["plain", "lora"], help=argparse.SUPPRESS)
+    p.add_argument("--train", help=argparse.SUPPRESS)
+    p.add_argument("--eval", help=argparse.SUPPRESS)
+    p.add_argument("--out", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        child(args)
+        return
+    root = Path(tempfile.mkdtemp(prefix="ft-bench-"))
+    train, evaluation = make_data(root / "data", args.clips)
+    # Both include one evaluation (generate on 4 clips) at the last step, so the comparison is fair.
+    plain = run_child("plain", args, train, evaluation, root / "plain")
+    lora = run_child("lora", args, train, evaluation, root / "lora")
+    ray_run = run_ray(args, train, evaluation, root / "ray")
+    overhead = 1 - ray_run["samples_per_s"] / plain["samples_per_s"]
+    print(f"{'':28}{'samples/s':>12}{'peak RSS/worker':>18}")
+    print(f"{'plain Trainer, 1 process':28}{plain['samples_per_s']:>12.2f}{plain['peak_rss_mb']:>15.0f} MB")
+    print(f"{'Ray Train, 2 workers':28}{ray_run['samples_per_s']:>12.2f}{ray_run['peak_rss_mb']:>15.0f} MB")
+    print(f"{'plain Trainer + LoRA':28}{lora['samples_per_s']:>12.2f}{lora['peak_rss_mb']:>15.0f} MB")
+    print(f"Ray overhead: {100 * overhead:+.1f}% (target < 10%); "
+          f"LoRA saves {plain['peak_rss_mb'] - lora['peak_rss_mb']:.0f} MB peak RSS vs full fine-tuning")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
