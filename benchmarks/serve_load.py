@@ -76,7 +76,7 @@ def engine_single_stream(args: argparse.Namespace, clips: list[Clip]) -> tuple[f
     """Audio-s/s of Engine.transcribe alone, clips in the same order as the clients send them."""
     from whisperops.engine import DecodeOptions, Engine
 
-    engine = Engine(args.model, cpu_threads=args.threads, num_workers=1)
+    engine = Engine(args.model, cpu_threads=args.engine_threads, num_workers=1)
     options = DecodeOptions(beam_size=args.beam_size)
     engine.transcribe(clips[0].path, options)  # warm-up, as the server gets one
     audio = 0.0
@@ -219,7 +219,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=1, help="repeat engine + levels; medians are reported")
     p.add_argument("--slots", type=int, default=1)
     p.add_argument("--max-queue", type=int, default=8)
-    p.add_argument("--threads", type=int, default=0, help="CPU threads per decode (server and engine alike)")
+    p.add_argument("--threads", type=int, default=0, help="server: CPU threads per decode (0: CTranslate2's default)")
+    p.add_argument("--engine-threads", type=int, default=0, help="engine alone: CPU threads (0: default, all cores)")
     p.add_argument("--beam-size", type=int, default=5)
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -228,7 +229,8 @@ def main() -> None:
     capacity = args.slots + args.max_queue
     print(
         f"{len(clips)} clips, {sum(c.duration for c in clips):.0f} s audio; model {args.model}, "
-        f"beam {args.beam_size}, slots {args.slots}, queue {args.max_queue}, threads {args.threads or 'default'}; "
+        f"beam {args.beam_size}, slots {args.slots}, queue {args.max_queue}, threads {args.threads or 'default'} "
+        f"(engine alone: {args.engine_threads or 'default'}); "
         f"{args.duration:g} s per level, {args.repeats} repeat(s); {os.cpu_count()} CPUs",
         flush=True,
     )
