@@ -38,6 +38,11 @@ class FinetuneConfig:
     lora: bool = False
     lora_rank: int = 8
     freeze_encoder: bool = False
+    cache_encoder: bool = True  # with freeze_encoder (no LoRA): encode each clip once, train the decoder
+    # Keep the decoder's word embeddings (tied to the output layer) and its cross-attention keys/values
+    # fixed: a third fewer FLOPs per decoder step, and general English moves less.
+    freeze_embeddings: bool = False
+    freeze_cross_kv: bool = False
     generation_max_length: int = 0  # 0: from the longest label
     generation_num_beams: int = 1
     seed: int = 42

@@ -101,8 +101,21 @@ def make_tiny_random(output: str | Path, base: str = "tiny.en", d_model: int = 6
     return out
 
 
-def load_for_training(model_dir: Path, *, lora: bool = False, lora_rank: int = 8, freeze_encoder: bool = False):
-    """``WhisperForConditionalGeneration`` in float32, ready for the Trainer (optionally LoRA-wrapped)."""
+def load_for_training(
+    model_dir: Path,
+    *,
+    lora: bool = False,
+    lora_rank: int = 8,
+    freeze_encoder: bool = False,
+    freeze_embeddings: bool = False,
+    freeze_cross_kv: bool = False,
+):
+    """``WhisperForConditionalGeneration`` in float32, ready for the Trainer (optionally LoRA-wrapped).
+
+    ``freeze_embeddings`` fixes the token (and output, they are tied) and position embeddings;
+    ``freeze_cross_kv`` fixes the decoder's cross-attention key/value projections of the encoder
+    output, the largest matrix products of a decoder step over 1500 encoder frames.
+    """
     import torch
     from transformers import WhisperForConditionalGeneration
 
@@ -112,6 +125,14 @@ def load_for_training(model_dir: Path, *, lora: bool = False, lora_rank: int = 8
     model.config.forced_decoder_ids = None
     if freeze_encoder:
         model.freeze_encoder()
+    decoder = model.get_decoder()
+    if freeze_embeddings:
+        for module in (decoder.embed_tokens, decoder.embed_positions):
+            module.requires_grad_(False)
+    if freeze_cross_kv:
+        for layer in decoder.layers:
+            layer.encoder_attn.k_proj.requires_grad_(False)
+            layer.encoder_attn.v_proj.requires_grad_(False)
     if lora:
         from peft import LoraConfig, get_peft_model
 

@@ -181,6 +181,11 @@ def plan_steps(cfg: FinetuneConfig, train_rows: int) -> tuple[int, int]:
     return total, min(every, total)
 
 
+def use_encoder_cache(cfg: FinetuneConfig) -> bool:
+    """Cached encoder outputs are exact only when nothing in the encoder trains (LoRA adapts it too)."""
+    return cfg.freeze_encoder and cfg.cache_encoder and not cfg.lora
+
+
 def init_ray(cfg: FinetuneConfig) -> None:
     """Join ``--ray-address``, or start a local Ray sized to this machine (loopback only)."""
     import ray
@@ -237,6 +242,12 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     model_dir = hf_model_dir(cfg.model)
     train = prepare_split(checks.train, model_dir, "train")
     evaluation = prepare_split(checks.eval, model_dir, "eval")
+    encoded = use_encoder_cache(cfg)
+    if encoded:
+        from whisperops.training.data import encode_split
+
+        train = encode_split(train, model_dir)
+        evaluation = encode_split(evaluation, model_dir)
     max_steps, eval_steps = plan_steps(cfg, train.rows)
     gen_len = cfg.generation_max_length or min(448, max(train.max_label_tokens, evaluation.max_label_tokens) + 16)
 
@@ -261,6 +272,7 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
         eval_steps=eval_steps,
         max_steps=max_steps,
         generation_max_length=gen_len,
+        encoded=encoded,
     )
     atomic_write_text(out / "config.json", cfg.to_json())
     log.info(

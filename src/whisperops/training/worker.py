@@ -31,6 +31,7 @@ class WorkerPlan:
     eval_steps: int = 0
     max_steps: int = -1
     generation_max_length: int = 225
+    encoded: bool = False  # splits hold cached encoder_outputs instead of input_features
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -115,10 +116,16 @@ def build_trainer(cfg: FinetuneConfig, plan: WorkerPlan, output_dir: str, report
 
     processor = WhisperProcessor.from_pretrained(plan.model_dir)
     model = load_for_training(
-        Path(plan.model_dir), lora=cfg.lora, lora_rank=cfg.lora_rank, freeze_encoder=cfg.freeze_encoder
+        Path(plan.model_dir),
+        lora=cfg.lora,
+        lora_rank=cfg.lora_rank,
+        freeze_encoder=cfg.freeze_encoder,
+        freeze_embeddings=cfg.freeze_embeddings,
+        freeze_cross_kv=cfg.freeze_cross_kv,
     )
-    train = datasets.load_from_disk(plan.train_data).with_format("numpy", columns=["input_features", "labels"])
-    evaluation = datasets.load_from_disk(plan.eval_data).with_format("numpy", columns=["input_features", "labels"])
+    columns = ["encoder_outputs" if plan.encoded else "input_features", "labels"]
+    train = datasets.load_from_disk(plan.train_data).with_format("numpy", columns=columns)
+    evaluation = datasets.load_from_disk(plan.eval_data).with_format("numpy", columns=columns)
     base = model.get_base_model() if cfg.lora else model
     args = training_arguments(cfg, plan, output_dir, report_to if report_to is not None else [])
     return Seq2SeqTrainer(
