@@ -25,6 +25,20 @@ console = Console()
 err_console = Console(stderr=True)
 
 
+def progress_bar():
+    """The one progress-bar look for every long command (on stderr, gone when done)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        transient=True,
+    )
+
+
 def _version(value: bool) -> None:
     if value:
         console.print(f"whisperops {__version__}")

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from whisperops.cli.app import app, console, err_console
+from whisperops.cli.app import app, console, err_console, progress_bar
 
 EXIT_SOME_FAILED = 1
 
@@ -175,16 +175,7 @@ async def _follow(executing) -> None:
     import asyncio
     import json
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        transient=True,
-    )
+    bar = progress_bar()
     items = bar.add_task("items", total=None)
     done, position = 0, 0
     with bar:
@@ -220,16 +211,7 @@ class RichProgress:
     """Two bars: items done, and audio seconds of the current item."""
 
     def __init__(self, total_items: int) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        self._progress = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=err_console,
-            transient=True,
-        )
+        self._progress = progress_bar()
         self._items = self._progress.add_task("items", total=total_items)
         self._audio = self._progress.add_task("audio s", total=None)
 

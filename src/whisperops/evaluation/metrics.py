@@ -222,9 +222,7 @@ def wer(
     normalize: bool = True,
 ) -> float:
     """Corpus word error rate (a fraction: 0.081 is 8.1%) after Whisper's normaliser for ``language``."""
-    refs = [references] if isinstance(references, str) else references
-    hyps = [hypotheses] if isinstance(hypotheses, str) else hypotheses
-    return score(refs, hyps, languages=language, normalize=normalize).wer
+    return _score_texts(references, hypotheses, language, normalize).wer
 
 
 def cer(
@@ -235,9 +233,16 @@ def cer(
     normalize: bool = True,
 ) -> float:
     """Corpus character error rate (spaces count as characters, as in jiwer) after normalisation."""
+    return _score_texts(references, hypotheses, language, normalize).cer
+
+
+def _score_texts(
+    references: Sequence[str] | str, hypotheses: Sequence[str] | str, language: str | None, normalize: bool
+) -> CorpusScore:
+    """:func:`score` that also takes one reference/hypothesis pair as plain strings."""
     refs = [references] if isinstance(references, str) else references
     hyps = [hypotheses] if isinstance(hypotheses, str) else hypotheses
-    return score(refs, hyps, languages=language, normalize=normalize).cer
+    return score(refs, hyps, languages=language, normalize=normalize)
 
 
 def relative_change(value: float, baseline: float) -> float | None:
