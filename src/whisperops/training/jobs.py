@@ -97,7 +97,7 @@ def submit_job(cfg: FinetuneConfig, address: str, wait: bool = True, timeout_s: 
     for key in ("WHISPEROPS_CACHE", "HF_HUB_OFFLINE", "XDG_CACHE_HOME"):
         if key in os.environ:
             env[key] = os.environ[key]
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180  # a loaded 2-core head takes minutes to register its agent
     while True:
         try:
             job_id = client.submit_job(
