@@ -394,3 +394,148 @@ def _wait_for_jobs_api(address: str, head: subprocess.Popen) -> None:
             pass
         time.sleep(1)
     raise AssertionError(f"Ray Jobs API did not come up at {address}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Frozen encoder: outputs computed once; the flow; the banking recipe in miniature
+
+
+def test_cached_encoder_outputs_train_the_same_decoder_as_the_encoder(tiny_model: Path, speech_sets: tuple[Path, Path]):
+    import datasets
+    import torch
+
+    from whisperops.data.manifest import load_dataset
+    from whisperops.training.data import SpeechCollator, encode_split, prepare_split
+    from whisperops.training.model import load_for_training
+
+    split = prepare_split(load_dataset(speech_sets[0]), tiny_model, "train")
+    encoded = encode_split(split, tiny_model)
+    assert encode_split(split, tiny_model).path == encoded.path  # second call: from the cache
+    assert encoded.rows == split.rows and encoded.path != split.path
+    model = load_for_training(tiny_model, freeze_encoder=True, freeze_embeddings=True, freeze_cross_kv=True)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable and not any(n.startswith("model.encoder.") for n in trainable)
+    assert not any("embed" in n or "encoder_attn.k_proj" in n or "encoder_attn.v_proj" in n for n in trainable)
+    assert any("encoder_attn.q_proj" in n for n in trainable) and any("fc1" in n for n in trainable)
+
+    collate = SpeechCollator(model.config.decoder_start_token_id)
+    plain = datasets.load_from_disk(str(split.path)).with_format("numpy", columns=["input_features", "labels"])
+    cached = datasets.load_from_disk(str(encoded.path)).with_format("numpy", columns=["encoder_outputs", "labels"])
+    a = collate([plain[i] for i in range(3)])
+    b = collate([cached[i] for i in range(3)])
+    assert set(b) == {"encoder_outputs", "labels"} and torch.equal(a["labels"], b["labels"])
+    model.eval()
+    with torch.no_grad():
+        loss_a = model(**a).loss.item()
+        loss_b = model(**b).loss.item()
+        gen_a = model.generate(input_features=a["input_features"], max_new_tokens=8)
+        gen_b = model.generate(encoder_outputs=b["encoder_outputs"], max_new_tokens=8)
+    assert abs(loss_a - loss_b) < 1e-2 * abs(loss_a)  # float16 storage of the outputs
+    assert torch.equal(gen_a, gen_b)
+
+
+@pytest.mark.slow
+def test_finetune_flow_card_compares_base_and_tuned(tiny_model: Path, speech_sets: tuple[Path, Path], tmp_path: Path):
+    import base64
+    import re
+
+    train, evaluation = speech_sets
+    env = {**os.environ, "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(tmp_path), "RAY_DEDUP_LOGS": "0"}
+    flow = Path(__file__).resolve().parents[1] / "src" / "whisperops" / "flows" / "finetune.py"
+    options = {
+        "threads_per_worker": 1,
+        "ray_num_cpus": 2,
+        "ray_object_store_mb": 80,
+        "generation_max_length": 12,
+        "eval_steps": 2,
+        "freeze_embeddings": True,
+    }
+    proc = subprocess.run(
+        [sys.executable, str(flow), "--quiet", "run", "--train", str(train), "--eval", str(evaluation),
+         "--output", str(tmp_path / "out"), "--model", str(tiny_model), "--name", "tiny-random-flow",
+         "--max-steps", "4", "--batch-size", "2", "--learning-rate", "3e-3", "--freeze-encoder", "true",
+         "--beam-size", "1", "--options", json.dumps(options)],
+        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    read = (
+        "import json, whisperops.flows\n"
+        "from metaflow import Flow, namespace\n"
+        "from metaflow.cards import get_cards\n"
+        "namespace(None)\n"
+        "run = Flow('FineTuneFlow').latest_successful_run\n"
+        "card = get_cards(run['report'].task, id='finetune')[0]\n"
+        "d = run.data\n"
+        "print(json.dumps({'summary': d.summary, 'history': d.history, 'tuned': d.tuned_model,\n"
+        "                  'prepared': d.prepared, 'card': card.get()}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", read], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert out.returncode == 0, out.stderr[-3000:]
+    data = json.loads(out.stdout.strip().splitlines()[-1])
+    assert data["tuned"] == "tiny-random-flow"
+    # The frozen-encoder run trained on encoder outputs computed once in start.
+    assert all("/encoded-" in p["path"] for p in data["prepared"].values())
+    test = data["summary"]["test"]
+    assert test["utterances"] == 2 and test["base_wer"] is not None and test["tuned_wer"] is not None
+    assert test["wer_relative_change"] == pytest.approx((test["tuned_wer"] - test["base_wer"]) / test["base_wer"])
+    assert [h["step"] for h in data["history"] if "eval_wer" in h] == [2, 4]
+    assert any("loss" in h for h in data["history"])
+    match = re.search(r'__MF_DATA__\["[^"]+"\] = "([A-Za-z0-9+/=]+)"', data["card"])
+    assert match, "no card data in the card HTML"
+    shown = base64.b64decode(match.group(1)).decode()
+    assert "Base vs tuned" in shown and "Loss and eval WER" in shown and "Worst utterances on test" in shown
+    assert "data:image/png;base64," in shown and '"type": "table"' in shown and "WER change" in shown
+
+
+@pytest.mark.slow
+def test_mini_banking_recipe_reduces_test_wer(tmp_path: Path, shared_manifest: list[dict]):
+    """The recipe's whole path on tiny.en in miniature: synthesis, base eval, training, export, tuned eval."""
+    from whisperops.training.recipe import BankingRecipe, run_banking
+
+    real = tmp_path / "real.jsonl"
+    short = sorted((r for r in shared_manifest if r.get("duration_s", 99) < 8), key=lambda r: r["duration_s"])[:2]
+    real.write_text("".join(json.dumps({**r, "audio": str(r["path"]), "path": str(r["path"])}) + "\n" for r in short))
+    voice = (("espeak:en-us",), ("clean",))
+    recipe = BankingRecipe(
+        output=tmp_path / "bank", name="tiny.en-mini-bank", train=24, eval=6, test=8, max_steps=8, batch_size=8,
+        learning_rate=1e-4, warmup_steps=0, eval_steps=4, real=real, beam_size=1,
+        voices={"train": voice, "eval": voice, "test": voice},
+        finetune_options={"ray_num_cpus": 2, "ray_object_store_mb": 80},
+    )  # fmt: skip
+    report = run_banking(recipe)
+    on_disk = json.loads((tmp_path / "bank" / "report.json").read_text())
+    assert on_disk["model"] == "tiny.en-mini-bank" == report["model"]
+    for side in ("base", "tuned"):
+        assert isinstance(on_disk[side]["test_wer"], float) and isinstance(on_disk[side]["real_wer"], float)
+    assert on_disk["tuned"]["test_wer"] < on_disk["base"]["test_wer"]
+
+
+@pytest.mark.slow
+def test_lora_run_merges_adapters_into_an_exported_model_the_engine_loads(
+    tiny_model: Path, speech_sets: tuple[Path, Path], tmp_path: Path, local_ray
+):
+    import torch
+    from safetensors.torch import load_file
+
+    from whisperops.engine import DecodeOptions, Engine
+    from whisperops.models import registry
+    from whisperops.training.run import finetune
+
+    cfg = _cfg(
+        tiny_model, speech_sets, tmp_path / "lora", workers=1, max_steps=3, eval_steps=3, lora=True, lora_rank=4,
+        name="tiny-random-lora", learning_rate=5e-2,
+    )  # fmt: skip
+    result = finetune(cfg)
+    assert (result.best_checkpoint / "adapter_config.json").exists()  # adapters, not full weights, were trained
+    merged = load_file(Path(result.exported["hf"]) / "model.safetensors")
+    base = load_file(tiny_model / "model.safetensors")
+    assert not any("lora" in k for k in merged)  # merged into plain Whisper weights
+    key = "model.decoder.layers.0.self_attn.q_proj.weight"
+    assert not torch.equal(merged[key], base[key])  # the adapters changed the weights they wrap
+    assert torch.equal(merged["model.decoder.layer_norm.weight"], base["model.decoder.layer_norm.weight"])
+    assert registry.resolve("tiny-random-lora") == Path(result.exported["ct2"]["float16"])
+    rows = [json.loads(line) for line in speech_sets[0].read_text().splitlines()]
+    t = Engine("tiny-random-lora", cpu_threads=1).transcribe(
+        speech_sets[0].parent / rows[0]["audio"], DecodeOptions(beam_size=1, vad_filter=False)
+    )
+    assert t.duration > 0

@@ -1,0 +1,223 @@
+"""FineTuneFlow: one versioned, resumable fine-tuning experiment, base model to tuned model.
+
+Run it with Metaflow's own CLI::
+
+    python -m whisperops.flows.finetune run --train data/bank/train/manifest.jsonl \
+        --eval data/bank/eval/manifest.jsonl --test data/bank/test/manifest.jsonl \
+        --real ../shared/data/speech/manifest.jsonl --output runs/bank --max-steps 60 --freeze-encoder true
+    python -m whisperops.flows.finetune resume           # after a failure: finished steps are reused
+    python -m whisperops.flows.finetune card view report
+
+Steps: ``start`` checks every input (one clear line, before any expensive work) and prepares the
+features (and, with a frozen encoder, the encoder outputs) once; ``evaluate_base`` scores the base
+model; ``train`` runs Seq2SeqTrainer on Ray Train through :func:`whisperops.training.run.finetune`
+(best checkpoint by eval WER, exported to CTranslate2 and registered); ``evaluate_tuned`` scores the
+exported model the same way (Engine, Whisper's normaliser); ``report`` draws the card: loss and WER
+curves, the base-vs-tuned table (WER, CER, relative change) and the worst utterances.
+Results: ``Flow("FineTuneFlow").latest_successful_run.data.summary``.
+"""
+
+# isort: split
+# Sets Metaflow's environment defaults (user name) before metaflow is imported.
+import whisperops.flows  # noqa: F401
+
+# isort: split
+from metaflow import FlowSpec, Parameter, card, current, step
+
+
+class FineTuneFlow(FlowSpec):
+    """Prepare data, evaluate the base model, fine-tune on Ray, evaluate the tuned model, report."""
+
+    train_set = Parameter("train", required=True, help="Training set: JSONL manifest, audiofolder CSV or folder.")
+    eval_set = Parameter("eval", required=True, help="Held-out set for eval WER during training (picks checkpoints).")
+    test_set = Parameter("test", default="", help="Set scored before and after (default: the eval set).")
+    real_set = Parameter("real", default="", help="Optional regression set (general speech) scored before and after.")
+    output = Parameter("output", required=True, help="Run folder: checkpoints, TensorBoard, exported models.")
+    model = Parameter("model", default="tiny.en", help="Base model: registry name or directory.")
+    model_name = Parameter("name", default="", help="Register the tuned model under this name (default MODEL-OUTPUT).")
+    workers = Parameter("workers", type=int, default=1, help="Ray Train workers.")
+    max_steps = Parameter("max-steps", type=int, default=60, help="Optimizer steps.")
+    learning_rate = Parameter("learning-rate", type=float, default=1e-5, help="Peak learning rate.")
+    batch_size = Parameter("batch-size", type=int, default=8, help="Per-worker batch size.")
+    eval_steps = Parameter("eval-steps", type=int, default=0, help="Evaluate + checkpoint every N steps (0: ~5).")
+    freeze_encoder = Parameter(
+        "freeze-encoder", type=bool, default=False, help="Train the decoder only, on encoder outputs computed once."
+    )
+    lora = Parameter("lora", type=bool, default=False, help="Train LoRA adapters (merged on export).")
+    options = Parameter(
+        "options",
+        default="{}",
+        help='JSON of further FinetuneConfig fields, e.g. \'{"freeze_embeddings": true, "warmup_steps": 5}\'.',
+    )
+    beam_size = Parameter("beam-size", type=int, default=5, help="Beam width for the base/tuned evaluations.")
+    worst = Parameter("worst", type=int, default=5, help="Worst utterances shown per model on the card.")
+
+    @step
+    def start(self):
+        """Check every input, then prepare features once (cached by content; ``train`` reuses them)."""
+        import json
+
+        from whisperops.data.manifest import load_dataset
+        from whisperops.errors import OptionError
+        from whisperops.training.config import FinetuneConfig
+        from whisperops.training.data import encode_split, prepare_split
+        from whisperops.training.model import hf_model_dir
+        from whisperops.training.run import preflight, use_encoder_cache
+
+        try:
+            extra = json.loads(self.options or "{}")
+        except ValueError as err:
+            raise OptionError(f"--options {self.options[:60]!r}: not valid JSON ({err})") from err
+        cfg = FinetuneConfig(
+            train=self.train_set,
+            eval=self.eval_set,
+            output=self.output,
+            model=self.model,
+            name=self.model_name or None,
+            workers=self.workers,
+            max_steps=self.max_steps,
+            learning_rate=self.learning_rate,
+            batch_size=self.batch_size,
+            eval_batch_size=self.batch_size,
+            eval_steps=self.eval_steps,
+            freeze_encoder=self.freeze_encoder,
+            lora=self.lora,
+            max_failures=1,
+        )
+        for key, value in extra.items():
+            if not hasattr(cfg, key):
+                raise OptionError(f"--options: {key!r} is not a fine-tuning setting; see FinetuneConfig")
+            setattr(cfg, key, value)
+        cfg.export = True  # the tuned model is evaluated through the same CTranslate2 engine as the base
+        checks = preflight(cfg)
+        sets = {"test": self.test_set or self.eval_set}
+        if self.real_set:
+            sets["real"] = self.real_set
+        self.eval_rows = {key: [u.to_dict() for u in load_dataset(path)] for key, path in sets.items()}
+        self.sources = sets
+
+        model_dir = hf_model_dir(cfg.model)
+        prepared = {"train": prepare_split(checks.train, model_dir, "train")}
+        prepared["eval"] = prepare_split(checks.eval, model_dir, "eval")
+        if use_encoder_cache(cfg):
+            prepared = {k: encode_split(v, model_dir) for k, v in prepared.items()}
+        self.prepared = {k: v.to_dict() for k, v in prepared.items()}
+        self.config = cfg.to_json()
+        print(
+            f"train {prepared['train'].rows} clips, eval {prepared['eval'].rows}, "
+            + ", ".join(f"{k} {len(v)}" for k, v in self.eval_rows.items())
+        )
+        self.next(self.evaluate_base)
+
+    @step
+    def evaluate_base(self):
+        """Score the base model on the test (and real) sets, as ``whisperops evaluate`` does."""
+        self.base_runs = self._evaluate("base", self.model)
+        self.next(self.train)
+
+    @step
+    def train(self):
+        """Seq2SeqTrainer on Ray Train; the best checkpoint by eval WER is exported and registered."""
+        from whisperops.training.config import FinetuneConfig
+        from whisperops.training.run import finetune
+
+        result = finetune(FinetuneConfig.from_json(self.config))
+        self.finetune = result.to_dict()
+        self.history = result.history
+        self.tuned_model = result.registered_name
+        print(f"best step {result.best_step}, eval WER {result.best_eval_wer}; registered {result.registered_name}")
+        self.next(self.evaluate_tuned)
+
+    @step
+    def evaluate_tuned(self):
+        """Score the exported tuned model on the same sets with the same engine and settings."""
+        self.tuned_runs = self._evaluate("tuned", self.tuned_model)
+        self.next(self.report)
+
+    @card(type="blank", id="finetune")
+    @step
+    def report(self):
+        """Base vs tuned per set, loss/WER curves and worst utterances on the card; ``summary`` artifact."""
+        from metaflow.cards import Image, Markdown, Table
+
+        from whisperops.training import report
+
+        comparisons = self._comparisons()
+        self.summary = report.summary(comparisons)
+        self.comparisons = {k: c.to_dict(alignment=False) for k, c in comparisons.items()}
+        ft = self.finetune
+        c = current.card["finetune"]
+        c.append(
+            Markdown(
+                f"# Fine-tuning {self.model} → `{self.tuned_model}`\n\n"
+                f"{ft['data']['train']['rows']} training clips, {ft['data']['max_steps']} steps, "
+                f"best checkpoint at step {ft['best_step']} (eval WER {_pct(ft['best_eval_wer'])}); "
+                f"training + export took {ft['wall_s']:.0f} s"
+            )
+        )
+        c.append(Markdown("## Base vs tuned"))
+        c.append(Table(data=report.table_rows(comparisons), headers=list(report.TABLE_COLUMNS)))
+        if self.history:
+            c.append(Markdown("## Loss and eval WER"))
+            c.append(Image(report.plot_history(self.history), label="loss and eval WER by step"))
+        for key, comp in comparisons.items():
+            c.append(Markdown(f"## Worst utterances on {key}\n\n" + report.worst_markdown(comp, self.worst)))
+        self.next(self.end)
+
+    @step
+    def end(self):
+        """Print the table; say where the model and the results are."""
+        for key, s in self.summary.items():
+            print(
+                f"{key}: WER {_pct(s['base_wer'])} -> {_pct(s['tuned_wer'])} ({_pct(s['wer_relative_change'], True)}), "
+                f"CER {_pct(s['base_cer'])} -> {_pct(s['tuned_cer'])}"
+            )
+        print(f"tuned model: whisperops transcribe --model {self.tuned_model}")
+        print(f"read them: Flow('{current.flow_name}')['{current.run_id}'].data.summary, or `card view report`")
+
+    # -----------------------------------------------------------------------------------------
+
+    def _settings(self):
+        from whisperops.evaluation.compare import EvalSettings
+
+        return EvalSettings(beam_size=self.beam_size, language="en", isolate=False)
+
+    def _evaluate(self, label: str, model: str) -> dict:
+        from dataclasses import asdict
+
+        from whisperops.data.manifest import Utterance
+        from whisperops.evaluation.compare import ModelSpec, run_model
+
+        runs = {}
+        for key, rows in self.eval_rows.items():
+            run = run_model(ModelSpec(label, model), [Utterance.from_dict(r) for r in rows], self._settings())
+            runs[key] = asdict(run)
+            print(f"{label} on {key}: " + (f"failed: {run.error}" if run.error else f"{run.wall_s:.0f} s"))
+        return runs
+
+    def _comparisons(self) -> dict:
+        from whisperops.data.manifest import Utterance
+        from whisperops.evaluation.compare import Hypothesis, RunResult, score_runs
+
+        def load(data: dict) -> RunResult:
+            data = dict(data)
+            data["hypotheses"] = [Hypothesis(**h) for h in data["hypotheses"]]
+            return RunResult(**data)
+
+        out = {}
+        for key, rows in self.eval_rows.items():
+            runs = [load(self.base_runs[key]), load(self.tuned_runs[key])]
+            out[key] = score_runs(
+                runs, [Utterance.from_dict(r) for r in rows], self._settings(), {"source": self.sources[key]}
+            )
+        return out
+
+
+def _pct(value, signed: bool = False) -> str:
+    if value is None:
+        return "-"
+    return f"{value * 100:+.1f}%" if signed else f"{value * 100:.2f}%"
+
+
+if __name__ == "__main__":
+    FineTuneFlow()
