@@ -244,13 +244,16 @@ def test_cli_two_worker_run_keeps_best_checkpoints_by_eval_wer_and_exports(
     proc = subprocess.run(
         [*CLI, "finetune", "--train", str(train), "--eval", str(evaluation), "--output", str(out),
          "--model", str(tiny_model), "--name", "tiny-random-ft", "--workers", "2", "--threads", "1",
-         "--max-steps", "4", "--eval-steps", "1", "--batch-size", "2", "--lr", "3e-3", "--keep", "2"],
+         "--max-steps", "4", "--eval-steps", "1", "--batch-size", "2", "--lr", "3e-3", "--keep", "2",
+         "--freeze-encoder"],
         capture_output=True, text=True, timeout=600, env={**os.environ, "RAY_DEDUP_LOGS": "0"},
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert f"tensorboard --logdir {out.resolve() / 'run' / 'tensorboard'}" in proc.stdout
     assert list((out / "run" / "tensorboard").glob("events.out.tfevents.*"))
     result = json.loads((out / "finetune.json").read_text())
+    # --freeze-encoder: both workers trained the decoder on encoder outputs computed once.
+    assert "/encoded-" in result["data"]["train"]["path"] and "/encoded-" in result["data"]["eval"]["path"]
     # Both workers trained (one process each, distinct pids).
     pids = {json.loads(p.read_text())["pid"] for p in (out / "run" / "workers").glob("rank-*.json")}
     assert len(pids) == 2

@@ -34,7 +34,13 @@ def finetune_cmd(
     deepspeed: str = typer.Option(None, "--deepspeed", help="zero2 | zero3 | zero3-offload (GPU)."),
     lora: bool = typer.Option(False, "--lora", help="Train LoRA adapters (merged into the weights on export)."),
     lora_rank: int = typer.Option(8, "--lora-rank"),
-    freeze_encoder: bool = typer.Option(False, "--freeze-encoder", help="Train the decoder only."),
+    freeze_encoder: bool = typer.Option(
+        False, "--freeze-encoder", help="Train the decoder only, on encoder outputs computed once per clip."
+    ),
+    freeze_embeddings: bool = typer.Option(False, "--freeze-embeddings", help="Keep the token embeddings fixed."),
+    freeze_cross_kv: bool = typer.Option(
+        False, "--freeze-cross-kv", help="Keep the decoder's cross-attention key/value projections fixed."
+    ),
     ray_address: str = typer.Option(None, "--ray-address", help="Join this Ray cluster (default: a local Ray)."),
     submit: str = typer.Option(None, "--submit", help="Submit as a Ray job to this Jobs API address (:8265)."),
     no_wait: bool = typer.Option(False, "--no-wait", help="With --submit: return once submitted."),
@@ -65,6 +71,8 @@ def finetune_cmd(
         lora=lora,
         lora_rank=lora_rank,
         freeze_encoder=freeze_encoder,
+        freeze_embeddings=freeze_embeddings,
+        freeze_cross_kv=freeze_cross_kv,
         ray_address=ray_address,
         export=not no_export,
         seed=seed,
