@@ -224,8 +224,9 @@ def test_cli_bad_worker_count_is_one_line_and_exit_2(speech_sets: tuple[Path, Pa
 # Real Ray Train runs (2 workers, gloo on CPU)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture()
 def local_ray():
+    # Function scope: a driver-side cluster left running confuses the Jobs API test's own head.
     import ray
 
     ray.init(num_cpus=2, object_store_memory=80 * 1024 * 1024, include_dashboard=False, _node_ip_address="127.0.0.1")
