@@ -262,8 +262,10 @@ def test_scale_out_reaches_metaflows_own_configuration_check(args, needle, tmp_p
 
 
 @pytest.mark.slow
-def test_url_already_fetched_is_answered_in_start_without_a_request(shared_speech, media_server, tmp_path):
+def test_url_already_fetched_is_answered_in_start_without_a_request(shared_speech, media_server, tmp_path, monkeypatch):
     """A daily run over the same links: what was downloaded and transcribed before costs no request."""
+    # Its own cache: the session's is content-addressed, and other tests transcribe these clips too.
+    monkeypatch.setenv("WHISPEROPS_CACHE", str(tmp_path / "cache"))
     base, www, requests = media_server
     shutil.copy(shared_speech / SHORT[0], www / "episode1.wav")
     shutil.copy(shared_speech / SHORT[1], www / "episode2.wav")
