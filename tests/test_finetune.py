@@ -224,11 +224,24 @@ def test_cli_bad_worker_count_is_one_line_and_exit_2(speech_sets: tuple[Path, Pa
 # Real Ray Train runs (2 workers, gloo on CPU)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _no_ray_left_behind():
+    """In-process runs (recipe, flow, CLI helpers) reuse or start a driver-side Ray and leave it up,
+    as a CLI process would; the next module (Ray Serve tests) must start from none."""
+    yield
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
 @pytest.fixture()
 def local_ray():
     # Function scope: a driver-side cluster left running confuses the Jobs API test's own head.
     import ray
 
+    if ray.is_initialized():  # an earlier in-process run left one up
+        ray.shutdown()
     ray.init(num_cpus=2, object_store_memory=80 * 1024 * 1024, include_dashboard=False, _node_ip_address="127.0.0.1")
     yield
     ray.shutdown()

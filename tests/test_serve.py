@@ -92,6 +92,8 @@ def api(request: pytest.FixtureRequest, upload_dir: Path) -> Iterator[str]:
     from whisperops.serving import ray_app
 
     port = free_port()
+    if ray.is_initialized():  # another module's in-process run left one up
+        ray.shutdown()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     try:
         ray_app.run(cfg, ray_app.RayOptions(replica_cpus=1), host="127.0.0.1", port=port, blocking=False)
