@@ -247,20 +247,25 @@ def download_dir(url: str) -> Path:
     return cache_dir() / "downloads" / hashlib.sha256(url.encode()).hexdigest()[:20]
 
 
+def _cached_download(url: str) -> tuple[Path, dict[str, Any]] | None:
+    """``(media path, metadata)`` of an earlier download of ``url``, if it finished and is still there."""
+    done = download_dir(url) / "info.json"
+    try:
+        info = json.loads(done.read_text())
+        path = Path(info["filepath"])
+    except (OSError, ValueError, KeyError):
+        return None
+    return (path, info.get("metadata", {})) if path.exists() else None
+
+
 def local_media(item: MediaItem) -> Path | None:
     """``item``'s media if it is already on disk (a local file, or a URL fetched before); never downloads."""
     if item.error:
         return None
     if item.path is not None:
         return item.path
-    done = download_dir(item.url).joinpath("info.json") if item.url else None
-    if done is None or not done.exists():
-        return None
-    try:
-        path = Path(json.loads(done.read_text())["filepath"])
-    except (OSError, ValueError, KeyError):
-        return None
-    return path if path.exists() else None
+    cached = _cached_download(item.url) if item.url else None
+    return cached[0] if cached else None
 
 
 def fetch(item: MediaItem) -> Path:
@@ -270,15 +275,12 @@ def fetch(item: MediaItem) -> Path:
     if item.path is not None:
         return item.path
     assert item.url is not None
+    cached = _cached_download(item.url)
+    if cached is not None:
+        item.path, item.metadata = cached[0], cached[1] | item.metadata
+        return item.path
     folder = download_dir(item.url)
     done = folder / "info.json"
-    if done.exists():
-        info = json.loads(done.read_text())
-        path = Path(info["filepath"])
-        if path.exists():
-            item.path = path
-            item.metadata = info.get("metadata", {}) | item.metadata
-            return path
     import yt_dlp
 
     folder.mkdir(parents=True, exist_ok=True)
