@@ -12,6 +12,7 @@ import io
 import itertools
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -53,6 +54,38 @@ def uvicorn_server(settings: ServeSettings) -> Iterator[str]:
         thread.join(timeout=30)
 
 
+@contextlib.contextmanager
+def cli_server(*args: str, env: dict[str, str] | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``whisperops serve ARGS`` in a subprocess on a free port; yield its base URL once /health answers.
+
+    On exit it is stopped as a person would, with Ctrl-C (SIGINT), and must exit cleanly.
+    """
+    port = free_port()
+    cmd = [sys.executable, "-c", "from whisperops.cli import main; main()", "serve", "--port", str(port), *args]
+    proc = subprocess.Popen(
+        cmd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 180  # Ray's start-up, on 2 busy cores
+        while True:
+            assert proc.poll() is None, proc.stdout.read()
+            assert time.monotonic() < deadline, "whisperops serve did not come up"
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
+                    break
+            time.sleep(0.2)
+        yield base, proc
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    assert proc.returncode == 0, proc.stdout.read()[-3000:]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -83,26 +116,15 @@ def upload_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module", params=["uvicorn", pytest.param("ray", marks=pytest.mark.slow)])
 def api(request: pytest.FixtureRequest, upload_dir: Path) -> Iterator[str]:
     """Base URL of a server with an API key, on uvicorn or on Ray Serve."""
-    cfg = settings(api_key=KEY, tmp_dir=upload_dir)
     if request.param == "uvicorn":
-        with uvicorn_server(cfg) as base:
+        with uvicorn_server(settings(api_key=KEY, tmp_dir=upload_dir)) as base:
             yield base
         return
-    ray = pytest.importorskip("ray")
-    from whisperops.serving import ray_app
-
-    port = free_port()
-    if ray.is_initialized():  # another module's in-process run left one up
-        ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
-    try:
-        ray_app.run(cfg, ray_app.RayOptions(replica_cpus=1), host="127.0.0.1", port=port, blocking=False)
-        base = f"http://127.0.0.1:{port}"
+    pytest.importorskip("ray")
+    # Through the CLI, as users run it: `whisperops serve --ray` starts its own local Ray and deploys.
+    ray_args = ["--ray", "--replica-cpus", "1", "--beam-size", "1", "--upload-dir", str(upload_dir)]
+    with cli_server(*ray_args, env={"WHISPEROPS_API_KEY": KEY}) as (base, _):
         yield base
-    finally:
-        with contextlib.suppress(Exception):
-            ray_app.shutdown()
-        ray.shutdown()
 
 
 def _check_cues(cues: list[tuple[float, float, str]], duration: float) -> None:
@@ -307,26 +329,10 @@ def test_idle_model_unloads_and_reloads(shared_manifest: list[dict]) -> None:
 
 
 def test_cli_serve_reads_api_key_from_env() -> None:
-    port = free_port()
-    env = {**os.environ, "WHISPEROPS_API_KEY": "env-key"}
-    cmd = [sys.executable, "-c", "from whisperops.cli import main; main()", "serve", "--port", str(port)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert proc.poll() is None, proc.stdout.read()
-            assert time.monotonic() < deadline, "whisperops serve did not come up"
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"{base}/health", timeout=1).status_code == 200:
-                    break
-            time.sleep(0.2)
+    with cli_server(env={"WHISPEROPS_API_KEY": "env-key"}) as (base, _):
         assert httpx.get(f"{base}/v1/models", timeout=5).status_code == 401
         r = httpx.get(f"{base}/v1/models", headers={"Authorization": "Bearer env-key"}, timeout=5)
         assert r.status_code == 200 and r.json()["data"][0]["id"] == "tiny.en"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def test_bad_settings_fail_fast_in_one_line() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from pathlib import Path
 
 import typer
 
@@ -43,6 +44,9 @@ def serve_cmd(
     min_replicas: int | None = typer.Option(None, "--min-replicas", help="Ray: autoscale from this many..."),
     max_replicas: int | None = typer.Option(None, "--max-replicas", help="Ray: ...up to this many."),
     replica_cpus: float = typer.Option(1.0, "--replica-cpus", help="Ray: CPUs reserved per replica."),
+    upload_dir: Path | None = typer.Option(
+        None, "--upload-dir", help="Where uploads are spooled while decoding (default: the temp dir); always emptied."
+    ),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
 ) -> None:
     """Serve POST /v1/audio/transcriptions and /translations, GET /v1/models, /health and /docs."""
@@ -60,6 +64,7 @@ def serve_cmd(
         compute_type=compute_type,
         cpu_threads=threads,
         beam_size=beam_size,
+        tmp_dir=upload_dir,
     )
     if not _is_loopback(host) and settings.api_key is None:
         err_console.print(

@@ -7,6 +7,7 @@ per replica, inside it, and nothing unpicklable (threads, locks, engines) crosse
 from __future__ import annotations
 
 import logging
+import signal
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,7 +93,23 @@ def run(
         ray.init(address=address, **{**kwargs, **(init_kwargs or {})})
     serve.start(http_options={"host": host, "port": port})
     log.info("deploying %s on Ray Serve at http://%s:%d", APP_NAME, host, port)
-    serve.run(build(settings, options), name=APP_NAME, route_prefix="/", blocking=blocking)
+    if not blocking:
+        serve.run(build(settings, options), name=APP_NAME, route_prefix="/", blocking=False)
+        return
+    # As ``serve run`` does: Ctrl-C (or SIGTERM, as from a container stop) takes the app down with
+    # it, on a cluster too, instead of leaving replicas holding models nobody can reach.
+    signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
+    try:
+        serve.run(build(settings, options), name=APP_NAME, route_prefix="/", blocking=True)
+    except KeyboardInterrupt:
+        log.info("stopping %s", APP_NAME)
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+
+def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def shutdown() -> None:
