@@ -289,3 +289,23 @@ def test_url_already_fetched_is_answered_in_start_without_a_request(shared_speec
     assert status == {"episode1": "cached", "episode2": "ok"}
     new = requests[seen:]
     assert new and all("episode2" in r for r in new), f"only the new episode is fetched: {new}"
+
+
+def test_shards_balance_audio_not_counts(shared_speech, shared_manifest, tmp_path):
+    from whisperops.pipeline import plan_shards
+    from whisperops.sources import MediaItem
+
+    # The shared set in manifest order: contiguous halves hold 143 s and 337 s of audio.
+    items = [MediaItem(str(r["path"]), Path(r["audio"]).stem, path=Path(r["path"])) for r in shared_manifest]
+    total = sum(r["duration_s"] for r in shared_manifest)
+    shards = plan_shards(items, 21)
+    assert len(shards) == 2 and all(15 <= len(s) <= 26 for s in shards)
+    loads = [sum(r["duration_s"] for r in shared_manifest if Path(r["path"]) in {i.path for i in s}) for s in shards]
+    assert max(loads) < 0.52 * total, loads  # from the container headers alone
+    # every item once, input order kept within a shard; unknown lengths count as the median
+    assert sorted(i.name for s in shards for i in s) == sorted(i.name for i in items)
+    assert all([items.index(i) for i in s] == sorted(items.index(i) for i in s) for s in shards)
+    odd = [MediaItem("u", "u", url="http://x/u")]  # unknown: the median of the known, 10 s
+    odd += [MediaItem(n, n, metadata={"duration": d}) for n, d in (("a", 10), ("b", 10), ("long", 3600))]
+    assert [[i.name for i in s] for s in plan_shards(odd, 2)] == [["long"], ["u", "a", "b"]]
+    assert plan_shards([], 4) == []

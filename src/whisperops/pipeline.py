@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
+import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -176,3 +178,38 @@ def transcribe_items(
         transcribe_item(engine, item, options, output_dir=output_dir, formats=formats, cache=cache, progress=progress)
         for item in items
     ]
+
+
+def plan_shards(items: Sequence[MediaItem], size: int) -> list[list[MediaItem]]:
+    """Split ``items`` into ``ceil(n / size)`` shards holding about equal audio (so about ``size`` items each).
+
+    Contiguous slices leave one worker most of the audio when long and short files cluster (on the
+    shared English set: 143 s against 337 s), and a parallel run waits on its slowest shard. So the
+    longest item goes first onto the lightest shard (LPT scheduling); counts may differ a little,
+    audio hardly. Lengths come from the source's metadata or the container header (no decoding, no
+    downloads); an unknown length counts as the median of the known ones. Within a shard, items keep
+    their input order.
+    """
+    if not items:
+        return []
+    count = math.ceil(len(items) / size)
+    durations = [_known_duration(item) for item in items]
+    known = [d for d in durations if d]
+    default = statistics.median(known) if known else 1.0
+    durations = [d or default for d in durations]
+    shards: list[list[int]] = [[] for _ in range(count)]
+    loads = [0.0] * count
+    for i in sorted(range(len(items)), key=lambda i: -durations[i]):
+        j = loads.index(min(loads))
+        shards[j].append(i)
+        loads[j] += durations[i]
+    return [[items[i] for i in sorted(shard)] for shard in shards]
+
+
+def _known_duration(item: MediaItem) -> float | None:
+    duration = item.metadata.get("duration")
+    if isinstance(duration, int | float) and duration > 0:
+        return float(duration)
+    if item.path is not None and item.path.is_file():
+        return probe_duration(item.path)
+    return None

@@ -35,7 +35,9 @@ def transcribe_cmd(
         False, "--in-process", help="Skip Metaflow: transcribe here, one item after another (quick single files)."
     ),
     workers: int = typer.Option(0, "--workers", "-w", help="Parallel transcribe tasks (0: one per CPU core)."),
-    shard_size: int = typer.Option(0, "--shard-size", help="Items per task (0: spread over the workers)."),
+    shard_size: int = typer.Option(
+        0, "--shard-size", help="Most items per task, balanced by audio length (0: spread over the workers)."
+    ),
     title: str = typer.Option("Transcription run", "--title", help="Title of the run's card."),
 ) -> None:
     """Transcribe media into txt/srt/vtt/tsv/json, one file per item and format.

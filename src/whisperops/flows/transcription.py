@@ -72,7 +72,7 @@ class TranscriptionFlow(FlowSpec):
         "shard-size",
         type=int,
         default=0,
-        help="Items per transcribe task; 0: split into one shard per CPU core so every worker gets work.",
+        help="About this many items per transcribe task (shards balance audio length); 0: one shard per CPU core.",
     )
     threads = Parameter(
         "threads", type=int, default=0, help="CPU threads per transcribe task; 0: cores divided by shards (min 1)."
@@ -94,7 +94,7 @@ class TranscriptionFlow(FlowSpec):
 
         from whisperops.engine import DecodeOptions, pick_compute_type, pick_device
         from whisperops.models import registry
-        from whisperops.pipeline import ItemResult, TranscriptCache
+        from whisperops.pipeline import ItemResult, TranscriptCache, plan_shards
         from whisperops.sources import resolve
         from whisperops.writers import parse_formats
 
@@ -129,11 +129,11 @@ class TranscriptionFlow(FlowSpec):
                 hit.source, hit.metadata = item.source, {**hit.metadata, **item.metadata}
                 self.early_results.append(ItemResult(item, "cached", hit).to_dict())
             else:
-                pending.append(item.to_dict())
+                pending.append(item)
 
         size = self.shard_size or max(1, math.ceil(len(pending) / (os.cpu_count() or 1)))
         # Metaflow cannot foreach over nothing: one empty shard keeps the graph when all is cached.
-        self.shards = [pending[i : i + size] for i in range(0, len(pending), size)] or [[]]
+        self.shards = [[item.to_dict() for item in shard] for shard in plan_shards(pending, size)] or [[]]
         print(
             f"{len(items)} items: {len(pending)} to transcribe in {len(self.shards)} shard(s), "
             f"{sum(r['status'] == 'cached' for r in self.early_results)} cached, "
