@@ -20,7 +20,8 @@ RUN pip install --no-cache-dir torch==2.13.0 --index-url "$TORCH_INDEX_URL"
 WORKDIR /opt/whisperops
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN pip install --no-cache-dir '.[base,flow]'
+# remote: boto3 (S3 datastore) and the kubernetes client, which Metaflow's remote tasks need.
+RUN pip install --no-cache-dir '.[base,flow,remote]'
 
 # Metaflow rejects "root" as a user name; whisperops.flows falls back to "whisperops" but a named
 # user is clearer in `whisperops runs`. Caches live in a volume-friendly place.

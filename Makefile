@@ -27,7 +27,7 @@ $(VENV)/.installed-$(HASH): $(VENV)/.torch
 	rm -f $(VENV)/.installed-*; touch $@
 
 $(VENV)/.dev-$(HASH): $(VENV)/.torch
-	$(PIP) install -e '.[base,synth,flow,eval,train,serve,dev,bench]'
+	$(PIP) install -e '.[base,synth,flow,remote,eval,train,serve,dev,bench]'
 	# openai-whisper (a peer the export tests load) requires triton, which is GPU-only and large.
 	$(PIP) install --no-deps 'openai-whisper==20250625'
 	rm -f $(VENV)/.dev-*; touch $@
