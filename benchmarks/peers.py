@@ -1,7 +1,7 @@
 """whisperops against the other Whisper runtimes on the shared English set, side by side.
 
 Runtimes (each run in a fresh spawned process: peak memory is that process's VmHWM, so a runtime's
-libraries count against it): whisperops with its default settings and its best settings, bare
+libraries count against it): whisperops with its default settings and batched (faster-whisper's fast path), bare
 faster-whisper, openai-whisper, whisper.cpp (pywhispercpp) and the transformers ASR pipeline. The
 peers read the weights that ``whisperops convert`` made from the same CTranslate2 float16 files
 (openai .pt, ggml, Hugging Face), so every runtime decodes the same network. Speed is audio seconds
@@ -31,7 +31,7 @@ from _common import ROOT, SHARED_SPEECH, load_manifest, machine
 # Runtime -> settings, as shown in the table.
 RUNTIMES: dict[str, str] = {
     "whisperops (default)": "int8, beam 5, VAD",
-    "whisperops (best)": "int8, beam 5, VAD, batched x8",
+    "whisperops (batched)": "int8, beam 5, VAD, batched x8",
     "faster-whisper (bare)": "int8, beam 5, no VAD",
     "openai-whisper": "fp32 PyTorch, beam 5",
     "whisper.cpp": "f16 ggml, greedy (pywhispercpp default)",
@@ -73,7 +73,7 @@ def run_runtime(runtime: str, model: str, paths: dict[str, str], rows: list[dict
 
         def load():
             engine = Engine(model, cpu_threads=threads)
-            batch = 8 if runtime.endswith("(best)") else 0
+            batch = 8 if runtime.endswith("(batched)") else 0
             return lambda row: (
                 engine.transcribe(
                     audio[str(row["path"])], DecodeOptions(language=_language(model, row), batch_size=batch)
