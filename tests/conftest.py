@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
+import re
 import shutil
+import subprocess
+import sys
 from http.server import SimpleHTTPRequestHandler
 from pathlib import Path
 
@@ -71,6 +75,30 @@ def require_executable(name: str) -> str:
     if exe is None:
         pytest.skip(f"{name} not installed (make test installs it with apt-get where it can)")
     return exe
+
+
+def read_flow_run(flow: str, step: str, card_id: str, fields: list[str], cwd: Path, env: dict) -> tuple[dict, str]:
+    """Artifacts ``fields`` of ``flow``'s latest successful run, and the text its ``card_id`` card shows.
+
+    Read through Metaflow's Client API in a fresh process, so the run's datastore (``env``) is what
+    is read, as a user would. The card page carries its components as base64 JSON: what it shows is
+    checked, not just that the page exists.
+    """
+    read = (
+        "import json, whisperops.flows\n"
+        "from metaflow import Flow, namespace\n"
+        "from metaflow.cards import get_cards\n"
+        "namespace(None)\n"
+        f"run = Flow({flow!r}).latest_successful_run\n"
+        f"card = get_cards(run[{step!r}].task, id={card_id!r})[0]\n"
+        f"print(json.dumps({{'data': {{f: getattr(run.data, f) for f in {fields!r}}}, 'card': card.get()}}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", read], capture_output=True, text=True, cwd=cwd, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    match = re.search(r'__MF_DATA__\["[^"]+"\] = "([A-Za-z0-9+/=]+)"', result["card"])
+    assert match, "no card data in the card HTML"
+    return result["data"], base64.b64decode(match.group(1)).decode()
 
 
 class _CountingHandler(SimpleHTTPRequestHandler):

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from conftest import read_flow_run
 from whisperops.data.manifest import Utterance, load_dataset
 from whisperops.evaluation.compare import EvalSettings, compare
 from whisperops.evaluation.metrics import score
@@ -139,29 +138,12 @@ def test_evaluation_flow_card(tmp_path: Path, shared_speech: Path) -> None:
         capture_output=True, text=True, cwd=tmp_path, env=env, timeout=600,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    read = (
-        "import json, whisperops.flows\n"
-        "from metaflow import Flow, namespace\n"
-        "from metaflow.cards import get_cards\n"
-        "namespace(None)\n"
-        "run = Flow('EvaluationFlow').latest_successful_run\n"
-        "card = get_cards(run['join'].task, id='evaluation')[0]\n"
-        "print(json.dumps({'comparison': run.data.comparison, 'card': card.get()}))\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", read], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300
-    )
-    assert out.returncode == 0, out.stderr
-    data = json.loads(out.stdout.strip().splitlines()[-1])
+    data, shown = read_flow_run("EvaluationFlow", "join", "evaluation", ["comparison"], tmp_path, env)
     comparison = data["comparison"]
     assert list(comparison["models"]) == ["tiny.en", "copy"] and comparison["tasks_overlapped"] is False
     tiny, copy = comparison["models"]["tiny.en"], comparison["models"]["copy"]
     assert tiny["wer"] == copy["wer"] and copy["wer_rel"] == 0.0 and tiny["speed_x"] > 0
     assert [u["hypothesis"] for u in tiny["utterances"]] == [u["hypothesis"] for u in copy["utterances"]]
-    # The card page carries its components as base64 JSON: check what it shows, not just that it exists.
-    match = re.search(r'__MF_DATA__\["[^"]+"\] = "([A-Za-z0-9+/=]+)"', data["card"])
-    assert match, "no card data in the card HTML"
-    shown = base64.b64decode(match.group(1)).decode()
     assert "Model comparison" in shown and "WER against speed and memory" in shown and "Worst utterances: copy" in shown
     assert '"type": "image"' in shown and "data:image/png;base64," in shown and '"type": "table"' in shown
 
