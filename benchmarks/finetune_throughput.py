@@ -4,9 +4,10 @@ Same total cores for both: the plain Trainer gets all N threads; Ray Train runs 
 threads each (gloo DDP). Each configuration runs in a fresh process so peak RSS is its own. Also
 measures LoRA's memory against full fine-tuning, in the plain Trainer.
 
-    flock /tmp/bench.lock .venv/bin/python benchmarks/finetune_throughput.py --steps 6 --batch-size 4
+    flock /tmp/bench.lock .venv/bin/python benchmarks/finetune_throughput.py --steps 10 --repeats 3
 
-Prints one table: samples/s, Ray's overhead (target < 10%), peak RSS per worker (target < 3 GB).
+Prints one table of medians: samples/s, Ray's overhead (target < 10%), peak RSS per worker (target
+< 3 GB), and what LoRA saves.
 """
 
 from __future__ import annotations
@@ -14,11 +15,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine
+
+RESULT = "finetune-bench-result "
 
 
 def make_data(root: Path, n: int) -> tuple[Path, Path]:
@@ -32,7 +38,10 @@ def make_data(root: Path, n: int) -> tuple[Path, Path]:
 
 
 def child(args: argparse.Namespace) -> None:
-    """One plain-Trainer run in this process; prints a JSON line."""
+    """One run in this process (a fresh one per run, Ray's included); prints a JSON line."""
+    if args.child == "ray":
+        print(RESULT + json.dumps(run_ray(args, Path(args.train), Path(args.eval), Path(args.out))), flush=True)
+        return
     import torch
 
     from whisperops.data.manifest import load_dataset
@@ -47,23 +56,24 @@ def child(args: argparse.Namespace) -> None:
     evaluation = prepare_split(load_dataset(args.eval), model_dir, "eval")
     cfg = FinetuneConfig(
         train=args.train, eval=args.eval, output=args.out, model=args.model, batch_size=args.batch_size,
-        lora=args.mode == "lora", learning_rate=1e-5,
+        lora=args.child == "lora", learning_rate=1e-5,
     )  # fmt: skip
     plan = WorkerPlan(str(model_dir), str(train.path), str(evaluation.path), args.out, None, args.steps, args.steps, 40)
     trainer = build_trainer(cfg, plan, str(Path(args.out) / "hf"))
-    t0 = time.perf_counter()
-    out = trainer.train()
-    wall = time.perf_counter() - t0
-    print(json.dumps({"samples_per_s": args.steps * args.batch_size / wall, "wall_s": wall,
-                      "peak_rss_mb": peak_rss_mb(), "train_runtime": out.metrics["train_runtime"]}))  # fmt: skip
+    runtime = trainer.train().metrics["train_runtime"]  # Ray's workers report the same Trainer metric
+    print(RESULT + json.dumps({"samples_per_s": args.steps * args.batch_size / runtime, "train_runtime": runtime,
+                               "peak_rss_mb": peak_rss_mb()}), flush=True)  # fmt: skip
 
 
 def run_child(mode: str, args: argparse.Namespace, train: Path, evaluation: Path, out: Path) -> dict:
     cmd = [sys.executable, __file__, "--child", mode, "--train", str(train), "--eval", str(evaluation),
            "--out", str(out), "--steps", str(args.steps), "--batch-size", str(args.batch_size),
            "--threads", str(args.threads), "--model", args.model]  # fmt: skip
-    proc = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT)]
+    if proc.returncode or not lines:
+        sys.exit(f"{mode} run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return json.loads(lines[-1][len(RESULT) :])
 
 
 def run_ray(args: argparse.Namespace, train: Path, evaluation: Path, out: Path) -> dict:
@@ -90,11 +100,12 @@ def run_ray(args: argparse.Namespace, train: Path, evaluation: Path, out: Path) 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="tiny.en")
-    p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--steps", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=4, help="Global batch (Ray: split over 2 workers).")
     p.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     p.add_argument("--clips", type=int, default=16)
-    p.add_argument("--child", choices=["plain", "lora"], help=argparse.SUPPRESS)
+    p.add_argument("--repeats", type=int, default=3, help="rounds, the order rotating; the table shows medians")
+    p.add_argument("--child", choices=["plain", "lora", "ray"], help=argparse.SUPPRESS)
     p.add_argument("--train", help=argparse.SUPPRESS)
     p.add_argument("--eval", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -104,17 +115,36 @@ def main() -> None:
         return
     root = Path(tempfile.mkdtemp(prefix="ft-bench-"))
     train, evaluation = make_data(root / "data", args.clips)
-    # Both include one evaluation (generate on 4 clips) at the last step, so the comparison is fair.
-    plain = run_child("plain", args, train, evaluation, root / "plain")
-    lora = run_child("lora", args, train, evaluation, root / "lora")
-    ray_run = run_ray(args, train, evaluation, root / "ray")
+    # Every run includes one evaluation (generate on 4 clips) at its last step, so the comparison is fair.
+    configs = {
+        "plain Trainer, 1 process": lambda out: run_child("plain", args, train, evaluation, out),
+        "Ray Train, 2 workers": lambda out: run_child("ray", args, train, evaluation, out),
+        "plain Trainer + LoRA": lambda out: run_child("lora", args, train, evaluation, out),
+    }
+    runs: dict[str, list[dict]] = {name: [] for name in configs}
+    names = list(configs)
+    for rnd in range(args.repeats):
+        for name in names[rnd % len(names) :] + names[: rnd % len(names)]:
+            result = configs[name](root / f"{rnd}-{len(runs[name])}-{name.split()[0]}")
+            runs[name].append(result)
+            print(f"round {rnd + 1} {name}: {result['samples_per_s']:.2f} samples/s, "
+                  f"peak {result['peak_rss_mb']:.0f} MB", flush=True)  # fmt: skip
+    med = {
+        name: {k: statistics.median(r[k] for r in rs) for k in ("samples_per_s", "peak_rss_mb")}
+        for name, rs in runs.items()
+    }
+    plain, ray_run, lora = (med[n] for n in names)
     overhead = 1 - ray_run["samples_per_s"] / plain["samples_per_s"]
+    print(f"\n{args.model}, {args.steps} steps, global batch {args.batch_size}, {args.threads} threads in all; "
+          f"{machine()}; medians of {args.repeats} round(s)")  # fmt: skip
     print(f"{'':28}{'samples/s':>12}{'peak RSS/worker':>18}")
-    print(f"{'plain Trainer, 1 process':28}{plain['samples_per_s']:>12.2f}{plain['peak_rss_mb']:>15.0f} MB")
-    print(f"{'Ray Train, 2 workers':28}{ray_run['samples_per_s']:>12.2f}{ray_run['peak_rss_mb']:>15.0f} MB")
-    print(f"{'plain Trainer + LoRA':28}{lora['samples_per_s']:>12.2f}{lora['peak_rss_mb']:>15.0f} MB")
-    print(f"Ray overhead: {100 * overhead:+.1f}% (target < 10%); "
-          f"LoRA saves {plain['peak_rss_mb'] - lora['peak_rss_mb']:.0f} MB peak RSS vs full fine-tuning")  # fmt: skip
+    for name in names:
+        print(f"{name:28}{med[name]['samples_per_s']:>12.2f}{med[name]['peak_rss_mb']:>15.0f} MB")
+    print(f"{'PASS' if overhead < 0.10 else 'FAIL'}  Ray overhead {100 * overhead:+.1f}% (target < 10%)")
+    worst = max(m["peak_rss_mb"] for m in med.values())
+    print(f"{'PASS' if worst < 3072 else 'FAIL'}  peak RSS per worker {worst:.0f} MB (target < 3 GB)")
+    print(f"LoRA saves {plain['peak_rss_mb'] - lora['peak_rss_mb']:.0f} MB peak RSS vs full fine-tuning "
+          f"({1 - lora['peak_rss_mb'] / plain['peak_rss_mb']:.0%})")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -157,6 +157,29 @@ def post(http: httpx.Client, base: str, clip: Clip) -> httpx.Response:
         )
 
 
+def warm_up(base: str, clips: list[Clip], clients: int) -> None:
+    """Load the model, then one concurrent burst at the highest level, before RSS is first read.
+
+    The model loads lazily, the longest clip sizes the decoder's buffers, and the first burst of
+    concurrent uploads gives glibc a malloc arena per busy thread: a one-time step (it measured +10%
+    on the first level, then flat), so growth after this point is what a leak would look like.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    with httpx.Client(timeout=600) as http:
+        for clip in (clips[0], max(clips, key=lambda c: c.duration)):
+            assert post(http, base, clip).status_code == 200
+
+    def one(clip: Clip) -> int:
+        with httpx.Client(timeout=600) as http:
+            return post(http, base, clip).status_code
+
+    with ThreadPoolExecutor(clients) as pool:
+        codes = list(pool.map(one, itertools.islice(itertools.cycle(clips), clients)))
+    if any(code not in (200, 429) for code in codes):
+        sys.exit(f"warm-up burst failed: {codes}")
+
+
 def run_level(base: str, pid: int, clips: list[Clip], clients: int, args: argparse.Namespace) -> LevelResult:
     result = LevelResult(clients, rss_before_mb=rss_mb(pid))
     order = itertools.cycle(clips)
@@ -238,11 +261,7 @@ def main() -> None:
     engine_speeds: list[float] = []
     runs: dict[int, list[LevelResult]] = {c: [] for c in levels}
     with server(args) as (base, pid):
-        with httpx.Client(timeout=600) as http:
-            # Warm-up: the model loads lazily, and the longest clip sizes the allocator's pools, so
-            # growth after this point is what a leak would look like.
-            for clip in (clips[0], max(clips, key=lambda c: c.duration)):
-                assert post(http, base, clip).status_code == 200
+        warm_up(base, clips, max(levels))
         rss_start = rss_mb(pid)
         for rep in range(args.repeats):
             # Engine alone while the server idles, interleaved so both see the same machine load.
