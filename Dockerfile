@@ -4,19 +4,16 @@
 #   python -m whisperops.flows.transcription --with kubernetes:image=REGISTRY/whisperops:cpu run --sources ...
 #   docker run --rm -v "$PWD:/data" -w /data whisperops:cpu whisperops transcribe talk.mp3 -o out
 #
-# GPU variant: build FROM an nvidia/cuda 12.x "cudnn-runtime" Ubuntu image with python3.11 instead,
-# install torch==2.13.0 from PyPI's default CUDA build (drop TORCH_INDEX_URL) and run tasks with
-# --device cuda (float16 is picked automatically); see the README's flow section.
+# GPU variant: build FROM an nvidia/cuda 12.x "cudnn-runtime" Ubuntu image with python3.11 instead
+# (CTranslate2's wheels bring their CUDA kernels; cuDNN and cuBLAS come from the image) and run
+# tasks with --device cuda (float16 is picked automatically); see the README's flow section.
 FROM python:3.11-slim
 
 # PyAV wheels carry their own FFmpeg; only certificates (for URL sources) are needed from Debian.
 RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates \
     && rm -rf /var/lib/apt/lists/*
 
-# Torch first, from the CPU-only wheel index, so sentence-transformers does not pull CUDA wheels.
-ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
-RUN pip install --no-cache-dir torch==2.13.0 --index-url "$TORCH_INDEX_URL"
-
+# No torch: transcription is CTranslate2 and the card's embeddings run in numpy.
 WORKDIR /opt/whisperops
 COPY pyproject.toml README.md ./
 COPY src ./src

