@@ -299,9 +299,11 @@ def test_shards_balance_audio_not_counts(shared_speech, shared_manifest, tmp_pat
     items = [MediaItem(str(r["path"]), Path(r["audio"]).stem, path=Path(r["path"])) for r in shared_manifest]
     total = sum(r["duration_s"] for r in shared_manifest)
     shards = plan_shards(items, 21)
-    assert len(shards) == 2 and all(15 <= len(s) <= 26 for s in shards)
+    assert len(shards) == 2
     loads = [sum(r["duration_s"] for r in shared_manifest if Path(r["path"]) in {i.path for i in s}) for s in shards]
-    assert max(loads) < 0.52 * total, loads  # from the container headers alone
+    assert max(loads) < 0.6 * total, loads  # from the container headers alone
+    # every short clip pays a whole 30 s encoder window: the shard with more audio has fewer items
+    assert (loads[0] > loads[1]) == (len(shards[0]) < len(shards[1])), (loads, [len(s) for s in shards])
     # every item once, input order kept within a shard; unknown lengths count as the median
     assert sorted(i.name for s in shards for i in s) == sorted(i.name for i in items)
     assert all([items.index(i) for i in s] == sorted(items.index(i) for i in s) for s in shards)

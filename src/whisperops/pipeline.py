@@ -181,28 +181,29 @@ def transcribe_items(
 
 
 def plan_shards(items: Sequence[MediaItem], size: int) -> list[list[MediaItem]]:
-    """Split ``items`` into ``ceil(n / size)`` shards holding about equal audio (so about ``size`` items each).
+    """Split ``items`` into ``ceil(n / size)`` shards of about equal decoding work (about ``size`` items each).
 
-    Contiguous slices leave one worker most of the audio when long and short files cluster (on the
-    shared English set: 143 s against 337 s), and a parallel run waits on its slowest shard. So the
-    longest item goes first onto the lightest shard (LPT scheduling); counts may differ a little,
-    audio hardly. Lengths come from the source's metadata or the container header (no decoding, no
-    downloads); an unknown length counts as the median of the known ones. Within a shard, items keep
-    their input order.
+    Contiguous slices leave one worker most of the work when long and short files cluster (on the
+    shared English set: 143 s of audio against 337 s), and a parallel run waits on its slowest shard.
+    So the costliest item goes first onto the least-loaded shard (LPT scheduling). An item's cost is
+    its 30 s encoder windows (a 3 s clip pays for a whole one) plus its length: fitted on tiny.en
+    (1 thread), one window costs about what decoding 50 s of speech does. Lengths come from the
+    source's metadata or the container header (no decoding, no downloads); an unknown length counts
+    as the median of the known ones. Within a shard, items keep their input order.
     """
     if not items:
         return []
     count = math.ceil(len(items) / size)
     durations = [_known_duration(item) for item in items]
     known = [d for d in durations if d]
-    default = statistics.median(known) if known else 1.0
-    durations = [d or default for d in durations]
+    default = statistics.median(known) if known else 30.0
+    costs = [math.ceil((d or default) / 30) + (d or default) / 50 for d in durations]
     shards: list[list[int]] = [[] for _ in range(count)]
     loads = [0.0] * count
-    for i in sorted(range(len(items)), key=lambda i: -durations[i]):
+    for i in sorted(range(len(items)), key=lambda i: -costs[i]):
         j = loads.index(min(loads))
         shards[j].append(i)
-        loads[j] += durations[i]
+        loads[j] += costs[i]
     return [[items[i] for i in sorted(shard)] for shard in shards]
 
 
