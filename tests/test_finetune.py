@@ -270,8 +270,10 @@ def test_cli_two_worker_run_keeps_best_checkpoints_by_eval_wer_and_exports(
     # --freeze-encoder: both workers trained the decoder on encoder outputs computed once.
     assert "/encoded-" in result["data"]["train"]["path"] and "/encoded-" in result["data"]["eval"]["path"]
     # Both workers trained (one process each, distinct pids).
-    pids = {json.loads(p.read_text())["pid"] for p in (out / "run" / "workers").glob("rank-*.json")}
-    assert len(pids) == 2
+    records = [json.loads(p.read_text()) for p in (out / "run" / "workers").glob("rank-*.json")]
+    assert len({r["pid"] for r in records}) == 2
+    # each worker's record says how fast it stepped and how much memory it took
+    assert all(r["steps_per_s"] > 0 and 100 < r["peak_rss_mb"] < 3072 for r in records), records
     # Every step was evaluated; Ray kept the 2 checkpoints with the lowest eval WER.
     evals = {h["step"]: h["eval_wer"] for h in result["history"] if "eval_wer" in h}
     assert sorted(evals) == [1, 2, 3, 4]

@@ -140,7 +140,7 @@ def load_for_training(
             r=lora_rank,
             lora_alpha=2 * lora_rank,
             lora_dropout=0.05,
-            target_modules=["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"],
+            target_modules=["q_proj", "v_proj"],
             bias="none",
         )
         model = get_peft_model(model, config)

@@ -139,6 +139,30 @@ def build_trainer(cfg: FinetuneConfig, plan: WorkerPlan, output_dir: str, report
     )
 
 
+def step_timer():
+    """A Trainer callback that notes the wall clock at the end of every optimizer step.
+
+    Its ``steps_per_s()`` is the steady rate between the first and the last step: without the first
+    step's warm-up, and without the final evaluation and checkpoint (both run after
+    ``on_step_end``); evaluations at earlier steps do count.
+    """
+    from transformers import TrainerCallback
+
+    class StepTimer(TrainerCallback):
+        def __init__(self) -> None:
+            self.ends: list[float] = []
+
+        def on_step_end(self, args, state, control, **kwargs):
+            self.ends.append(time.perf_counter())
+
+        def steps_per_s(self) -> float | None:
+            if len(self.ends) < 3:
+                return None
+            return (len(self.ends) - 1) / (self.ends[-1] - self.ends[0])
+
+    return StepTimer()
+
+
 def _threads(cfg: FinetuneConfig, local_world: int) -> int:
     if cfg.threads_per_worker > 0:
         return cfg.threads_per_worker
@@ -177,6 +201,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
         trainer.add_callback(_Slow())
     trainer = prepare_trainer(trainer)
+    timer = step_timer()
+    trainer.add_callback(timer)
 
     checkpoint = ray.train.get_checkpoint()
     resume = None
@@ -191,7 +217,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         log.warning("worker %d resuming from %s", rank, resume)
     _record_worker(run_dir, rank, _checkpoint_step(resume))
     output = trainer.train(resume_from_checkpoint=resume)
-    _record_worker(run_dir, rank, _checkpoint_step(resume), {"peak_rss_mb": peak_rss_mb(), **output.metrics})
+    metrics = {"peak_rss_mb": peak_rss_mb(), "steps_per_s": timer.steps_per_s(), **output.metrics}
+    _record_worker(run_dir, rank, _checkpoint_step(resume), metrics)
 
 
 def peak_rss_mb() -> float:
