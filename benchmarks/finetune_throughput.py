@@ -4,7 +4,7 @@ Same total cores for both: the plain Trainer gets all N threads; Ray Train runs 
 threads each (gloo DDP). Each configuration runs in a fresh process so peak RSS is its own. Also
 measures LoRA's memory against full fine-tuning, in the plain Trainer.
 
-    flock /tmp/bench.lock .venv/bin/python benchmarks/finetune_throughput.py --steps 10 --repeats 3
+    flock /tmp/bench.lock .venv/bin/python benchmarks/finetune_throughput.py --steps 10 --batch-size 4 --repeats 3
 
 Prints one table of medians: samples/s, Ray's overhead (target < 10%), peak RSS per worker (target
 < 3 GB), and what LoRA saves.
