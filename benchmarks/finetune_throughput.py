@@ -130,9 +130,8 @@ def main() -> None:
     names = list(configs)
     for rnd in range(args.repeats):
         for name in names[rnd % len(names) :] + names[: rnd % len(names)]:
-            result = configs[name](root / f"{rnd}-{len(runs[name])}-{name.split()[0]}")
-            runs[name].append(result)
-            r = result
+            r = configs[name](root / f"{rnd}-{len(runs[name])}-{name.split()[0]}")
+            runs[name].append(r)
             print(f"round {rnd + 1} {name}: {r['samples_per_s']:.2f} samples/s end to end, "
                   f"{r['steady_samples_per_s']:.2f} steady, peak {r['peak_rss_mb']:.0f} MB", flush=True)  # fmt: skip
     keys = ("samples_per_s", "steady_samples_per_s", "peak_rss_mb")

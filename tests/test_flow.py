@@ -291,7 +291,7 @@ def test_url_already_fetched_is_answered_in_start_without_a_request(shared_speec
     assert new and all("episode2" in r for r in new), f"only the new episode is fetched: {new}"
 
 
-def test_shards_balance_audio_not_counts(shared_speech, shared_manifest, tmp_path):
+def test_shards_balance_decoding_work_not_counts(shared_speech, shared_manifest, tmp_path):
     from whisperops.pipeline import plan_shards
     from whisperops.sources import MediaItem
 

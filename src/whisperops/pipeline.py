@@ -194,10 +194,9 @@ def plan_shards(items: Sequence[MediaItem], size: int) -> list[list[MediaItem]]:
     if not items:
         return []
     count = math.ceil(len(items) / size)
-    durations = [_known_duration(item) for item in items]
-    known = [d for d in durations if d]
-    default = statistics.median(known) if known else 30.0
-    costs = [math.ceil((d or default) / 30) + (d or default) / 50 for d in durations]
+    known = [_known_duration(item) for item in items]
+    default = statistics.median(d for d in known if d) if any(known) else 30.0
+    costs = [math.ceil(d / 30) + d / 50 for d in (d or default for d in known)]
     shards: list[list[int]] = [[] for _ in range(count)]
     loads = [0.0] * count
     for i in sorted(range(len(items)), key=lambda i: -costs[i]):

@@ -36,7 +36,7 @@ def transcribe_cmd(
     ),
     workers: int = typer.Option(0, "--workers", "-w", help="Parallel transcribe tasks (0: one per CPU core)."),
     shard_size: int = typer.Option(
-        0, "--shard-size", help="Most items per task, balanced by audio length (0: spread over the workers)."
+        0, "--shard-size", help="About this many items per task, balancing decoding work (0: spread over the workers)."
     ),
     title: str = typer.Option("Transcription run", "--title", help="Title of the run's card."),
 ) -> None:

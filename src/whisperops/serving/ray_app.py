@@ -93,14 +93,15 @@ def run(
         ray.init(address=address, **{**kwargs, **(init_kwargs or {})})
     serve.start(http_options={"host": host, "port": port})
     log.info("deploying %s on Ray Serve at http://%s:%d", APP_NAME, host, port)
+    app = build(settings, options)
     if not blocking:
-        serve.run(build(settings, options), name=APP_NAME, route_prefix="/", blocking=False)
+        serve.run(app, name=APP_NAME, route_prefix="/", blocking=False)
         return
     # As ``serve run`` does: Ctrl-C (or SIGTERM, as from a container stop) takes the app down with
     # it, on a cluster too, instead of leaving replicas holding models nobody can reach.
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
-        serve.run(build(settings, options), name=APP_NAME, route_prefix="/", blocking=True)
+        serve.run(app, name=APP_NAME, route_prefix="/", blocking=True)
     except KeyboardInterrupt:
         log.info("stopping %s", APP_NAME)
     finally:
@@ -110,9 +111,3 @@ def run(
 
 def _raise_keyboard_interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
-
-
-def shutdown() -> None:
-    from ray import serve
-
-    serve.shutdown()
