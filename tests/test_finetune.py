@@ -161,6 +161,24 @@ def test_plan_steps():
     assert plan_steps(cfg, 20) == (10, 4)
 
 
+def test_local_ray_processes_get_the_quiet_settings_and_a_user_value_wins(monkeypatch, tmp_path: Path):
+    import ray
+
+    from whisperops.training.run import LOCAL_RAY_ENV, init_ray
+
+    for key in LOCAL_RAY_ENV:
+        monkeypatch.delenv(key, raising=False)  # and restored afterwards
+    monkeypatch.setenv("RAY_TRAIN_METRICS_ENABLED", "1")
+    if ray.is_initialized():
+        ray.shutdown()
+    init_ray(FinetuneConfig(train="a", eval="b", output=str(tmp_path), ray_num_cpus=1))
+    try:
+        seen = ray.get(ray.remote(lambda: {k: os.environ.get(k) for k in LOCAL_RAY_ENV}).remote())
+    finally:
+        ray.shutdown()
+    assert seen == {**LOCAL_RAY_ENV, "RAY_TRAIN_METRICS_ENABLED": "1"}  # what a Ray worker process sees
+
+
 # ---------------------------------------------------------------------------------------------
 # Bad input: one line each, before anything expensive
 
