@@ -1,8 +1,9 @@
 """Fine-tuning throughput and memory for tiny.en: plain Trainer (one process) vs Ray Train (2 workers).
 
 Same total cores for both: the plain Trainer gets all N threads; Ray Train runs 2 workers of N/2
-threads each (gloo DDP). Each configuration runs in a fresh process so peak RSS is its own. Also
-measures LoRA's memory against full fine-tuning, in the plain Trainer.
+threads each (gloo DDP). Each configuration runs in a fresh process so peak RSS is its own. A third
+row runs the same 2-rank DDP under torchrun, without Ray, to split Ray's overhead into what DDP
+costs and what Ray itself costs. Also measures LoRA's memory against full fine-tuning.
 
     flock /tmp/bench.lock .venv/bin/python benchmarks/finetune_throughput.py --steps 10 --batch-size 4 --repeats 3
 
@@ -25,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine
 
 RESULT = "finetune-bench-result "
+RAY_WORKERS = 2
 
 
 def make_data(root: Path, n: int) -> tuple[Path, Path]:
@@ -38,7 +40,11 @@ def make_data(root: Path, n: int) -> tuple[Path, Path]:
 
 
 def child(args: argparse.Namespace) -> None:
-    """One run in this process (a fresh one per run, Ray's included); prints a JSON line."""
+    """One run in this process (a fresh one per run, Ray's included); prints a JSON line.
+
+    Under torchrun ("ddp") this is one of the DDP ranks: it trains its share of the global batch on
+    its share of the threads, exactly as a Ray worker does, and prints its own line.
+    """
     if args.child == "ray":
         print(RESULT + json.dumps(run_ray(args, Path(args.train), Path(args.eval), Path(args.out))), flush=True)
         return
@@ -50,12 +56,13 @@ def child(args: argparse.Namespace) -> None:
     from whisperops.training.model import hf_model_dir
     from whisperops.training.worker import WorkerPlan, build_trainer, peak_rss_mb, step_timer
 
-    torch.set_num_threads(args.threads)
+    world = int(os.environ.get("WORLD_SIZE", "1"))  # torchrun sets it; the Trainer joins the gloo group
+    torch.set_num_threads(max(1, args.threads // world))
     model_dir = hf_model_dir(args.model)
     train = prepare_split(load_dataset(args.train), model_dir, "train")
     evaluation = prepare_split(load_dataset(args.eval), model_dir, "eval")
     cfg = FinetuneConfig(
-        train=args.train, eval=args.eval, output=args.out, model=args.model, batch_size=args.batch_size,
+        train=args.train, eval=args.eval, output=args.out, model=args.model, batch_size=args.batch_size // world,
         lora=args.child == "lora", learning_rate=1e-5,
     )  # fmt: skip
     plan = WorkerPlan(str(model_dir), str(train.path), str(evaluation.path), args.out, None, args.steps, args.steps, 40)
@@ -63,27 +70,42 @@ def child(args: argparse.Namespace) -> None:
     timer = step_timer()  # what Ray's workers add too
     trainer.add_callback(timer)
     runtime = trainer.train().metrics["train_runtime"]  # Ray's workers report the same Trainer metric
-    print(RESULT + json.dumps({"samples_per_s": args.steps * args.batch_size / runtime, "train_runtime": runtime,
-                               "steady_samples_per_s": timer.steps_per_s() * args.batch_size,
+    print(RESULT + json.dumps({"train_runtime": runtime, "steps_per_s": timer.steps_per_s(),
                                "peak_rss_mb": peak_rss_mb()}), flush=True)  # fmt: skip
 
 
+def summarise(args: argparse.Namespace, records: list[dict]) -> dict:
+    """One run's numbers from its process records (one, or one per DDP rank / Ray worker)."""
+    runtime = max(r["train_runtime"] for r in records)
+    return {
+        "samples_per_s": args.steps * args.batch_size / runtime,
+        "train_runtime": runtime,
+        # Ranks step in lockstep (DDP): the slowest one's rate times the global batch.
+        "steady_samples_per_s": min(r["steps_per_s"] for r in records) * args.batch_size,
+        "peak_rss_mb": max(r["peak_rss_mb"] for r in records),
+    }
+
+
 def run_child(mode: str, args: argparse.Namespace, train: Path, evaluation: Path, out: Path) -> dict:
-    cmd = [sys.executable, __file__, "--child", mode, "--train", str(train), "--eval", str(evaluation),
+    launch = [sys.executable]
+    if mode == "ddp":  # the same DDP without Ray: what Ray itself costs, apart from DDP's own cost
+        launch += ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(RAY_WORKERS)]
+    cmd = [*launch, __file__, "--child", mode, "--train", str(train), "--eval", str(evaluation),
            "--out", str(out), "--steps", str(args.steps), "--batch-size", str(args.batch_size),
            "--threads", str(args.threads), "--model", args.model]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT)]
     if proc.returncode or not lines:
         sys.exit(f"{mode} run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return json.loads(lines[-1][len(RESULT) :])
+    records = [json.loads(line[len(RESULT) :]) for line in lines]
+    return records[-1] if mode == "ray" else summarise(args, records)
 
 
 def run_ray(args: argparse.Namespace, train: Path, evaluation: Path, out: Path) -> dict:
     from whisperops.training.config import FinetuneConfig
     from whisperops.training.run import finetune
 
-    workers = 2
+    workers = RAY_WORKERS
     cfg = FinetuneConfig(
         train=str(train), eval=str(evaluation), output=str(out), model=args.model, workers=workers,
         threads_per_worker=max(1, args.threads // workers), batch_size=args.batch_size // workers,
@@ -92,14 +114,7 @@ def run_ray(args: argparse.Namespace, train: Path, evaluation: Path, out: Path) 
     )  # fmt: skip
     finetune(cfg)
     records = [json.loads(p.read_text()) for p in sorted((out / "run" / "workers").glob("rank-*.json"))]
-    runtime = max(r["train_runtime"] for r in records)
-    return {
-        "samples_per_s": args.steps * args.batch_size / runtime,
-        "train_runtime": runtime,
-        # Workers step in lockstep (DDP): the slowest one's rate times the global batch.
-        "steady_samples_per_s": min(r["steps_per_s"] for r in records) * args.batch_size,
-        "peak_rss_mb": max(r["peak_rss_mb"] for r in records),
-    }
+    return summarise(args, records)
 
 
 def main() -> None:
@@ -110,7 +125,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     p.add_argument("--clips", type=int, default=16)
     p.add_argument("--repeats", type=int, default=3, help="rounds, the order rotating; the table shows medians")
-    p.add_argument("--child", choices=["plain", "lora", "ray"], help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=["plain", "lora", "ddp", "ray"], help=argparse.SUPPRESS)
     p.add_argument("--train", help=argparse.SUPPRESS)
     p.add_argument("--eval", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -123,6 +138,7 @@ def main() -> None:
     # Every run includes one evaluation (generate on 4 clips) at its last step, so the comparison is fair.
     configs = {
         "plain Trainer, 1 process": lambda out: run_child("plain", args, train, evaluation, out),
+        "torch DDP, 2 processes": lambda out: run_child("ddp", args, train, evaluation, out),
         "Ray Train, 2 workers": lambda out: run_child("ray", args, train, evaluation, out),
         "plain Trainer + LoRA": lambda out: run_child("lora", args, train, evaluation, out),
     }
@@ -136,7 +152,7 @@ def main() -> None:
                   f"{r['steady_samples_per_s']:.2f} steady, peak {r['peak_rss_mb']:.0f} MB", flush=True)  # fmt: skip
     keys = ("samples_per_s", "steady_samples_per_s", "peak_rss_mb")
     med = {name: {k: statistics.median(r[k] for r in rs) for k in keys} for name, rs in runs.items()}
-    plain, ray_run, lora = (med[n] for n in names)
+    plain, ddp, ray_run, lora = (med[n] for n in names)
     print(f"\n{args.model}, {args.steps} steps, global batch {args.batch_size}, {args.threads} threads in all; "
           f"{machine()}; medians of {args.repeats} round(s)")  # fmt: skip
     print("steady = steps 2..N (no warm-up step, no final evaluation and checkpoint); end to end = train_runtime")
@@ -148,6 +164,9 @@ def main() -> None:
     whole = 1 - ray_run["samples_per_s"] / plain["samples_per_s"]
     print(f"{'PASS' if steady < 0.10 else 'FAIL'}  Ray overhead per training step {100 * steady:+.1f}% (target < 10%); "
           f"end to end, with Ray persisting the checkpoint: {100 * whole:+.1f}%")  # fmt: skip
+    own = 1 - ray_run["steady_samples_per_s"] / ddp["steady_samples_per_s"]
+    print(f"      of which Ray's own (vs the same DDP under torchrun): {100 * own:+.1f}% per step; "
+          f"DDP vs plain: {100 * (1 - ddp['steady_samples_per_s'] / plain['steady_samples_per_s']):+.1f}%")  # fmt: skip
     worst = max(plain["peak_rss_mb"], ray_run["peak_rss_mb"])
     print(f"{'PASS' if worst < 3072 else 'FAIL'}  full fine-tuning peak RSS per worker {worst:.0f} MB (target < 3 GB)")
     saved = plain["peak_rss_mb"] - lora["peak_rss_mb"]
