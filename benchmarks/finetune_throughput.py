@@ -46,7 +46,8 @@ def child(args: argparse.Namespace) -> None:
     its share of the threads, exactly as a Ray worker does, and prints its own line.
     """
     if args.child == "ray":
-        print(RESULT + json.dumps(run_ray(args, Path(args.train), Path(args.eval), Path(args.out))), flush=True)
+        for record in run_ray(args, Path(args.train), Path(args.eval), Path(args.out)):
+            print(RESULT + json.dumps(record), flush=True)
         return
     import torch
 
@@ -97,24 +98,22 @@ def run_child(mode: str, args: argparse.Namespace, train: Path, evaluation: Path
     lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT)]
     if proc.returncode or not lines:
         sys.exit(f"{mode} run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    records = [json.loads(line[len(RESULT) :]) for line in lines]
-    return records[-1] if mode == "ray" else summarise(args, records)
+    return summarise(args, [json.loads(line[len(RESULT) :]) for line in lines])
 
 
-def run_ray(args: argparse.Namespace, train: Path, evaluation: Path, out: Path) -> dict:
+def run_ray(args: argparse.Namespace, train: Path, evaluation: Path, out: Path) -> list[dict]:
+    """Train with Ray; the workers' own records (``rank-N.json``), as the other children print theirs."""
     from whisperops.training.config import FinetuneConfig
     from whisperops.training.run import finetune
 
-    workers = RAY_WORKERS
     cfg = FinetuneConfig(
-        train=str(train), eval=str(evaluation), output=str(out), model=args.model, workers=workers,
-        threads_per_worker=max(1, args.threads // workers), batch_size=args.batch_size // workers,
+        train=str(train), eval=str(evaluation), output=str(out), model=args.model, workers=RAY_WORKERS,
+        threads_per_worker=max(1, args.threads // RAY_WORKERS), batch_size=args.batch_size // RAY_WORKERS,
         max_steps=args.steps, eval_steps=args.steps, export=False, ray_num_cpus=args.threads,
         generation_max_length=40, learning_rate=1e-5,
     )  # fmt: skip
     finetune(cfg)
-    records = [json.loads(p.read_text()) for p in sorted((out / "run" / "workers").glob("rank-*.json"))]
-    return summarise(args, records)
+    return [json.loads(p.read_text()) for p in sorted((out / "run" / "workers").glob("rank-*.json"))]
 
 
 def main() -> None:
