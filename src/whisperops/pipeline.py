@@ -194,9 +194,9 @@ def plan_shards(items: Sequence[MediaItem], size: int) -> list[list[MediaItem]]:
     if not items:
         return []
     count = math.ceil(len(items) / size)
-    known = [_known_duration(item) for item in items]
-    default = statistics.median(d for d in known if d) if any(known) else 30.0
-    costs = [math.ceil(d / 30) + d / 50 for d in (d or default for d in known)]
+    durations = [_known_duration(item) for item in items]  # None where unknown
+    default = statistics.median(d for d in durations if d) if any(durations) else 30.0
+    costs = [math.ceil(d / 30) + d / 50 for d in (d or default for d in durations)]
     shards: list[list[int]] = [[] for _ in range(count)]
     loads = [0.0] * count
     for i in sorted(range(len(items)), key=lambda i: -costs[i]):
