@@ -201,6 +201,16 @@ LOCAL_RAY_ENV = {
 }
 
 
+def quiet_local_workers() -> None:
+    """Ray's ``worker_process_setup_hook`` for the local Ray that ``init_ray`` starts."""
+    # Ray Train's placement-group cleaner asks the State API, served by the dashboard, whether the
+    # controller is still alive. The local Ray runs without a dashboard (with one, steps were ~4%
+    # slower here), so every ask fails and it warns once a second, ~95 lines in a 90 s run. What it
+    # guards against, a dead controller's placement group outliving it, cannot happen locally: the
+    # whole local cluster stops with the driver.
+    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(logging.ERROR)
+
+
 def init_ray(cfg: FinetuneConfig) -> None:
     """Join ``--ray-address``, or start a local Ray sized to this machine (loopback only)."""
     import ray
@@ -217,6 +227,7 @@ def init_ray(cfg: FinetuneConfig) -> None:
         "include_dashboard": False,
         "log_to_driver": True,
         "_node_ip_address": "127.0.0.1",
+        "runtime_env": {"worker_process_setup_hook": f"{__name__}.quiet_local_workers"},
     }
     if cfg.ray_object_store_mb:
         kwargs["object_store_memory"] = cfg.ray_object_store_mb * 1024 * 1024
