@@ -3,7 +3,9 @@
 Same total cores for both: the plain Trainer gets all N threads; Ray Train runs 2 workers of N/2
 threads each (gloo DDP). Each configuration runs in a fresh process so peak RSS is its own. A third
 row runs the same 2-rank DDP under torchrun, without Ray, to split Ray's overhead into what DDP
-costs and what Ray itself costs. Also measures LoRA's memory against full fine-tuning.
+costs and what Ray itself costs. A fourth runs Ray Train with 1 worker of N threads, the layout a
+local `whisperops finetune` uses by default (no DDP). Also measures LoRA's memory against full
+fine-tuning.
 
     flock /tmp/bench.lock .venv/bin/python benchmarks/finetune_throughput.py --steps 10 --batch-size 4 --repeats 3
 
@@ -45,8 +47,9 @@ def child(args: argparse.Namespace) -> None:
     Under torchrun ("ddp") this is one of the DDP ranks: it trains its share of the global batch on
     its share of the threads, exactly as a Ray worker does, and prints its own line.
     """
-    if args.child == "ray":
-        for record in run_ray(args, Path(args.train), Path(args.eval), Path(args.out)):
+    if args.child in ("ray", "ray1"):
+        workers = 1 if args.child == "ray1" else RAY_WORKERS
+        for record in run_ray(args, workers, Path(args.train), Path(args.eval), Path(args.out)):
             print(RESULT + json.dumps(record), flush=True)
         return
     import torch
@@ -101,14 +104,14 @@ def run_child(mode: str, args: argparse.Namespace, train: Path, evaluation: Path
     return summarise(args, [json.loads(line[len(RESULT) :]) for line in lines])
 
 
-def run_ray(args: argparse.Namespace, train: Path, evaluation: Path, out: Path) -> list[dict]:
+def run_ray(args: argparse.Namespace, workers: int, train: Path, evaluation: Path, out: Path) -> list[dict]:
     """Train with Ray; the workers' own records (``rank-N.json``), as the other children print theirs."""
     from whisperops.training.config import FinetuneConfig
     from whisperops.training.run import finetune
 
     cfg = FinetuneConfig(
-        train=str(train), eval=str(evaluation), output=str(out), model=args.model, workers=RAY_WORKERS,
-        threads_per_worker=max(1, args.threads // RAY_WORKERS), batch_size=args.batch_size // RAY_WORKERS,
+        train=str(train), eval=str(evaluation), output=str(out), model=args.model, workers=workers,
+        threads_per_worker=max(1, args.threads // workers), batch_size=args.batch_size // workers,
         max_steps=args.steps, eval_steps=args.steps, export=False, ray_num_cpus=args.threads,
         generation_max_length=40, learning_rate=1e-5,
     )  # fmt: skip
@@ -124,7 +127,7 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     p.add_argument("--clips", type=int, default=16)
     p.add_argument("--repeats", type=int, default=3, help="rounds, the order rotating; the table shows medians")
-    p.add_argument("--child", choices=["plain", "lora", "ddp", "ray"], help=argparse.SUPPRESS)
+    p.add_argument("--child", choices=["plain", "lora", "ddp", "ray", "ray1"], help=argparse.SUPPRESS)
     p.add_argument("--train", help=argparse.SUPPRESS)
     p.add_argument("--eval", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -139,6 +142,7 @@ def main() -> None:
         "plain Trainer, 1 process": lambda out: run_child("plain", args, train, evaluation, out),
         "torch DDP, 2 processes": lambda out: run_child("ddp", args, train, evaluation, out),
         "Ray Train, 2 workers": lambda out: run_child("ray", args, train, evaluation, out),
+        "Ray Train, 1 worker": lambda out: run_child("ray1", args, train, evaluation, out),
         "plain Trainer + LoRA": lambda out: run_child("lora", args, train, evaluation, out),
     }
     runs: dict[str, list[dict]] = {name: [] for name in configs}
@@ -151,7 +155,7 @@ def main() -> None:
                   f"{r['steady_samples_per_s']:.2f} steady, peak {r['peak_rss_mb']:.0f} MB", flush=True)  # fmt: skip
     keys = ("samples_per_s", "steady_samples_per_s", "peak_rss_mb")
     med = {name: {k: statistics.median(r[k] for r in rs) for k in keys} for name, rs in runs.items()}
-    plain, ddp, ray_run, lora = (med[n] for n in names)
+    plain, ddp, ray_run, ray_one, lora = (med[n] for n in names)
     print(f"\n{args.model}, {args.steps} steps, global batch {args.batch_size}, {args.threads} threads in all; "
           f"{machine()}; medians of {args.repeats} round(s)")  # fmt: skip
     print("steady = steps 2..N (no warm-up step, no final evaluation and checkpoint); end to end = train_runtime")
@@ -166,7 +170,10 @@ def main() -> None:
     own = 1 - ray_run["steady_samples_per_s"] / ddp["steady_samples_per_s"]
     print(f"      of which Ray's own (vs the same DDP under torchrun): {100 * own:+.1f}% per step; "
           f"DDP vs plain: {100 * (1 - ddp['steady_samples_per_s'] / plain['steady_samples_per_s']):+.1f}%")  # fmt: skip
-    worst = max(plain["peak_rss_mb"], ray_run["peak_rss_mb"])
+    one = 1 - ray_one["steady_samples_per_s"] / plain["steady_samples_per_s"]
+    print(f"{'PASS' if one < 0.10 else 'FAIL'}  Ray overhead per step with 1 worker of {args.threads} threads "
+          f"(no DDP; the default local layout): {100 * one:+.1f}% (target < 10%)")  # fmt: skip
+    worst = max(plain["peak_rss_mb"], ray_run["peak_rss_mb"], ray_one["peak_rss_mb"])
     print(f"{'PASS' if worst < 3072 else 'FAIL'}  full fine-tuning peak RSS per worker {worst:.0f} MB (target < 3 GB)")
     saved = plain["peak_rss_mb"] - lora["peak_rss_mb"]
     print(f"LoRA saves {saved:.0f} MB peak RSS vs full fine-tuning ({saved / plain['peak_rss_mb']:.0%}), "
