@@ -198,6 +198,9 @@ LOCAL_RAY_ENV = {
     "RAY_enable_metrics_collection": "0",
     "RAY_metrics_report_interval_ms": "60000",
     "RAY_task_events_report_interval_ms": "10000",
+    # The log monitor re-globs the log folder every 0.1 s below 1000 files; at 0 it does so every
+    # 0.5 s (still tailing open files every 0.1 s): 1.6% -> 0.7% of one core while training.
+    "RAY_LOG_MONITOR_MANY_FILES_THRESHOLD": "0",
 }
 
 
