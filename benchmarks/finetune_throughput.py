@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine
 
 RESULT = "finetune-bench-result "
-RAY_WORKERS = 2
+WORKERS = 2  # DDP ranks, under Ray and under torchrun alike
 
 
 def make_data(root: Path, n: int) -> tuple[Path, Path]:
@@ -48,7 +48,7 @@ def child(args: argparse.Namespace) -> None:
     its share of the threads, exactly as a Ray worker does, and prints its own line.
     """
     if args.child in ("ray", "ray1"):
-        workers = 1 if args.child == "ray1" else RAY_WORKERS
+        workers = 1 if args.child == "ray1" else WORKERS
         for record in run_ray(args, workers, Path(args.train), Path(args.eval), Path(args.out)):
             print(RESULT + json.dumps(record), flush=True)
         return
@@ -90,10 +90,15 @@ def summarise(args: argparse.Namespace, records: list[dict]) -> dict:
     }
 
 
+def slower(run: dict, than: dict, key: str = "steady_samples_per_s") -> float:
+    """How much slower ``run`` is than ``than``, as a fraction of ``than``'s rate (negative: faster)."""
+    return 1 - run[key] / than[key]
+
+
 def run_child(mode: str, args: argparse.Namespace, train: Path, evaluation: Path, out: Path) -> dict:
     launch = [sys.executable]
     if mode == "ddp":  # the same DDP without Ray: what Ray itself costs, apart from DDP's own cost
-        launch += ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(RAY_WORKERS)]
+        launch += ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(WORKERS)]
     cmd = [*launch, __file__, "--child", mode, "--train", str(train), "--eval", str(evaluation),
            "--out", str(out), "--steps", str(args.steps), "--batch-size", str(args.batch_size),
            "--threads", str(args.threads), "--model", args.model]  # fmt: skip
@@ -163,14 +168,13 @@ def main() -> None:
     for name in names:
         m = med[name]
         print(f"{name:28}{m['steady_samples_per_s']:>18.2f}{m['samples_per_s']:>22.2f}{m['peak_rss_mb']:>15.0f} MB")
-    steady = 1 - ray_run["steady_samples_per_s"] / plain["steady_samples_per_s"]
-    whole = 1 - ray_run["samples_per_s"] / plain["samples_per_s"]
+    steady = slower(ray_run, plain)
+    whole = slower(ray_run, plain, "samples_per_s")
     print(f"{'PASS' if steady < 0.10 else 'FAIL'}  Ray overhead per training step {100 * steady:+.1f}% (target < 10%); "
           f"end to end, with Ray persisting the checkpoint: {100 * whole:+.1f}%")  # fmt: skip
-    own = 1 - ray_run["steady_samples_per_s"] / ddp["steady_samples_per_s"]
-    print(f"      of which Ray's own (vs the same DDP under torchrun): {100 * own:+.1f}% per step; "
-          f"DDP vs plain: {100 * (1 - ddp['steady_samples_per_s'] / plain['steady_samples_per_s']):+.1f}%")  # fmt: skip
-    one = 1 - ray_one["steady_samples_per_s"] / plain["steady_samples_per_s"]
+    print(f"      of which Ray's own (vs the same DDP under torchrun): {100 * slower(ray_run, ddp):+.1f}% per step; "
+          f"DDP vs plain: {100 * slower(ddp, plain):+.1f}%")  # fmt: skip
+    one = slower(ray_one, plain)
     print(f"{'PASS' if one < 0.10 else 'FAIL'}  Ray overhead per step with 1 worker of {args.threads} threads "
           f"(no DDP; the default local layout): {100 * one:+.1f}% (target < 10%)")  # fmt: skip
     worst = max(plain["peak_rss_mb"], ray_run["peak_rss_mb"], ray_one["peak_rss_mb"])
