@@ -167,7 +167,10 @@ def test_local_ray_processes_get_the_quiet_settings_and_a_user_value_wins(monkey
     from whisperops.training.run import LOCAL_RAY_ENV, init_ray
 
     for key in LOCAL_RAY_ENV:
-        monkeypatch.delenv(key, raising=False)  # and restored afterwards
+        # setenv first, so that monkeypatch records the key even where it was unset: init_ray's
+        # setdefault would otherwise leave the values in this process for the tests after this one.
+        monkeypatch.setenv(key, "")
+        monkeypatch.delenv(key)
     monkeypatch.setenv("RAY_TRAIN_METRICS_ENABLED", "1")
     if ray.is_initialized():
         ray.shutdown()
