@@ -1,6 +1,6 @@
 """Labelled speech made offline from text: TTS voices plus augmentations, written with a JSONL manifest.
 
-A *voice* is what :func:`whisperops.data.tts.speak` accepts (``piper:joe``, ``espeak:en-us``...).
+A *voice* is what :class:`whisperops.data.tts.Speaker` accepts (``piper:joe``, ``espeak:en-us``...).
 An *augmentation* is one condition applied to a clip; conditions are chained with ``+``:
 
 * ``clean``             nothing;
@@ -10,7 +10,8 @@ An *augmentation* is one condition applied to a clip; conditions are chained wit
 
 Clips cycle through every (voice, condition) pair in turn, so each pair gets its share of texts.
 Clip names hash (text, voice, condition, seed): re-running skips what exists, and a changed text
-makes a new clip rather than silently reusing an old one.
+makes a new clip rather than silently reusing an old one. Every random draw (piper's prosody, the
+noise) comes from ``seed``, so the same texts and options give the same audio again.
 """
 
 from __future__ import annotations
@@ -222,7 +223,7 @@ def synthesize(
     ``voice``, ``augment`` plus ``extra``.
     """
     from whisperops.audio import load_audio
-    from whisperops.data.tts import speak
+    from whisperops.data.tts import Speaker
 
     texts = list(texts)
     if not texts:
@@ -233,6 +234,7 @@ def synthesize(
     _check_writable(output)
     clips = output / "clips"
     clips.mkdir(parents=True, exist_ok=True)
+    speakers = {v: Speaker(v, seed) for v in voices}
     rows: list[dict] = []
     for i, line in enumerate(texts):
         # "written<TAB>spoken": the label is the written form, the voice reads the spoken one.
@@ -246,7 +248,7 @@ def synthesize(
         wav = clips / f"{cid}.wav"
         if not wav.exists():
             raw = clips / f".{cid}.raw.wav"
-            speak(spoken, raw, voice)
+            speakers[voice](spoken, raw)
             audio = load_audio(raw)
             raw.unlink(missing_ok=True)
             rng = np.random.default_rng(int(cid[:8], 16) ^ seed)

