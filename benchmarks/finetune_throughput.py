@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -103,6 +104,8 @@ def run_child(mode: str, args: argparse.Namespace, train: Path, evaluation: Path
            "--out", str(out), "--steps", str(args.steps), "--batch-size", str(args.batch_size),
            "--threads", str(args.threads), "--model", args.model]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True, text=True)
+    # Each run leaves ~0.5 GB of checkpoints; a full benchmark would otherwise fill a small disk.
+    shutil.rmtree(out, ignore_errors=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT)]
     if proc.returncode or not lines:
         sys.exit(f"{mode} run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
@@ -140,7 +143,11 @@ def main() -> None:
     if args.child:
         child(args)
         return
-    root = Path(tempfile.mkdtemp(prefix="ft-bench-"))
+    with tempfile.TemporaryDirectory(prefix="ft-bench-") as tmp:
+        compare(args, Path(tmp))
+
+
+def compare(args: argparse.Namespace, root: Path) -> None:
     train, evaluation = make_data(root / "data", args.clips)
     # Every run includes one evaluation (generate on 4 clips) at its last step, so the comparison is fair.
     configs = {
