@@ -229,6 +229,25 @@ def test_bad_inputs_fail_in_one_line_before_training(tiny_model: Path, speech_se
         assert time.perf_counter() - t0 < 5.0, f"{expected}: checked too slowly"
 
 
+def test_a_disk_past_rays_limit_is_named_before_training(
+    tiny_model: Path, speech_sets: tuple[Path, Path], tmp_path: Path, monkeypatch, caplog
+):
+    from whisperops.training.run import preflight
+
+    cfg = _cfg(tiny_model, speech_sets, tmp_path / "out", model="tiny.en")
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))  # the same file system as --output: one warning
+    monkeypatch.setenv("RAY_local_fs_capacity_threshold", "1.01")  # no disk is past it
+    with caplog.at_level(logging.WARNING, logger="whisperops.training.run"):
+        preflight(cfg)
+    assert not [r for r in caplog.records if "full" in r.getMessage()]
+    monkeypatch.setenv("RAY_local_fs_capacity_threshold", "0")  # every disk is past it
+    with caplog.at_level(logging.WARNING, logger="whisperops.training.run"):
+        preflight(cfg)
+    full = [r.getMessage() for r in caplog.records if "full" in r.getMessage()]
+    assert len(full) == 1, full
+    assert str(tmp_path / "out") in full[0] and "RAY_TMPDIR" in full[0] and "--output" in full[0]
+
+
 def test_cli_bad_worker_count_is_one_line_and_exit_2(speech_sets: tuple[Path, Path], tmp_path: Path):
     train, evaluation = speech_sets
     proc = subprocess.run(

@@ -11,6 +11,7 @@ import logging
 import math
 import os
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -106,6 +107,28 @@ def _check_writable(output: Path) -> None:
         ) from err
 
 
+def _warn_if_nearly_full(paths: list[Path]) -> None:
+    """Warn, once per file system, where Ray's own disk limit is already crossed.
+
+    Past ``RAY_local_fs_capacity_threshold`` (0.95) Ray refuses to spill objects, and checkpoints of
+    hundreds of MB are written to the output folder; a run that starts there can fail hours in.
+    """
+    threshold = float(os.environ.get("RAY_local_fs_capacity_threshold", "0.95"))  # noqa: SIM112 (Ray reads this exact name)
+    seen: set[int] = set()
+    for path in paths:
+        if not path.exists() or path.stat().st_dev in seen:
+            continue
+        seen.add(path.stat().st_dev)
+        usage = shutil.disk_usage(path)
+        full = 1 - usage.free / usage.total
+        if full >= threshold:
+            log.warning(
+                "%s is %.0f%% full (%.1f GB free; Ray's limit is %.0f%%): free space, or move Ray's files with "
+                "RAY_TMPDIR and the run with --output",
+                path, 100 * full, usage.free / 1e9, 100 * threshold,
+            )  # fmt: skip
+
+
 def preflight(cfg: FinetuneConfig) -> Preflight:
     """Every cheap check, in the order a user fixes them; raises one clear line."""
     from whisperops.models import registry
@@ -142,6 +165,8 @@ def preflight(cfg: FinetuneConfig) -> Preflight:
         _check_deepspeed()
     model_path = registry.resolve(cfg.model)  # ModelNotFoundError: one line listing what is here
     _check_writable(cfg.output_path)
+    ray_tmp = [] if cfg.ray_address else [Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir())]
+    _warn_if_nearly_full([cfg.output_path, *ray_tmp])
     train = load_dataset(cfg.train)
     evaluation = load_dataset(cfg.eval)
     english_only = _english_only(model_path)
