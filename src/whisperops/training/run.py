@@ -116,9 +116,9 @@ def _warn_if_nearly_full(paths: list[Path]) -> None:
     threshold = float(os.environ.get("RAY_local_fs_capacity_threshold", "0.95"))  # noqa: SIM112 (Ray reads this exact name)
     seen: set[int] = set()
     for path in paths:
-        if not path.exists() or path.stat().st_dev in seen:
+        if not path.exists() or (device := path.stat().st_dev) in seen:
             continue
-        seen.add(path.stat().st_dev)
+        seen.add(device)
         usage = shutil.disk_usage(path)
         full = 1 - usage.free / usage.total
         if full >= threshold:
