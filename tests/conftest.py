@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+# The test process starts and stops Ray several times; see exit_after_pytest for why it exits hard.
+pytest_plugins = ["exit_after_pytest"]
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_SPEECH = Path(os.environ.get("WHISPEROPS_SHARED_SPEECH", ROOT.parent / "shared" / "data" / "speech"))
 
