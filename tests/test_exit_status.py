@@ -34,7 +34,9 @@ def _pytest(tmp_path: Path, outcome: bool, plugin: bool) -> tuple[subprocess.Com
     args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test)]
     if plugin:
         args[3:3] = ["-p", "exit_after_pytest"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}
+    # No empty entry when PYTHONPATH is unset: "" would put the cwd on sys.path as well.
+    path = [str(HERE), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(path)}
     proc = subprocess.run(args, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     return proc, marker
 
