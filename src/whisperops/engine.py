@@ -11,13 +11,14 @@ import json
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from whisperops.audio import SAMPLE_RATE, load_audio, probe_duration, quiet_windows, stream_audio
+from whisperops.config import setting
 from whisperops.errors import ModelNotFoundError, OptionError
 from whisperops.models import registry
 from whisperops.results import Segment, Transcript, Word
@@ -33,16 +34,18 @@ LONG_FORM_WINDOW_S = 1800.0
 class DecodeOptions:
     """How to decode. Defaults match faster-whisper's, except that VAD is on (no text from silence)."""
 
-    language: str | None = None  # None: detect (and report with its probability)
-    task: str = "transcribe"
-    beam_size: int = 5
-    vad_filter: bool = True
-    word_timestamps: bool = False
-    initial_prompt: str | None = None
-    hotwords: str | None = None
-    batch_size: int = 0  # > 1: BatchedInferencePipeline over VAD chunks
-    condition_on_previous_text: bool = True
-    temperature: tuple[float, ...] = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+    language: str | None = setting(None, help="Language code or name; None (or auto) detects it.")
+    task: str = setting("transcribe", help="transcribe, or translate (to English; multilingual models).")
+    beam_size: int = setting(5, help="Beam width (1 = greedy).")
+    vad_filter: bool = setting(True, help="Skip non-speech with Silero VAD.")
+    word_timestamps: bool = setting(False, help="Time every word.")
+    initial_prompt: str | None = setting(None, help="Text to prime the decoder.")
+    hotwords: str | None = setting(None, help="Words to bias decoding towards.")
+    batch_size: int = setting(0, help="> 1: batched inference (BatchedInferencePipeline) over speech chunks.")
+    condition_on_previous_text: bool = setting(True, help="Feed each window the previous window's text.")
+    temperature: tuple[float, ...] = setting(
+        (0.0, 0.2, 0.4, 0.6, 0.8, 1.0), help="Sampling temperatures, tried in turn when a window fails."
+    )
 
     def __post_init__(self) -> None:
         if self.language in ("", "auto"):
@@ -69,12 +72,14 @@ class DecodeOptions:
 
 @dataclass
 class EngineConfig:
-    model: str = "tiny.en"
-    device: str = "auto"  # auto | cpu | cuda
-    compute_type: str = "auto"  # auto: int8 on CPU, float16 on CUDA
-    cpu_threads: int = 0  # 0: CTranslate2's default
-    num_workers: int = 1
-    extra: dict[str, Any] = field(default_factory=dict)
+    """Which model runs where: what :class:`Engine` is built from."""
+
+    model: str = setting("tiny.en", help="Registry name, local directory or hub id.")
+    device: str = setting("auto", help="auto, cpu or cuda.")
+    compute_type: str = setting("auto", help="auto (int8 on CPU, float16 on CUDA), or any CTranslate2 type.")
+    cpu_threads: int = setting(0, help="CPU threads for decoding (0: CTranslate2's default).")
+    num_workers: int = setting(1, help="Decodes that may run at once on this model (CTranslate2 workers).")
+    extra: dict[str, Any] = setting(help="Extra WhisperModel keyword arguments.", factory=dict)
 
 
 def pick_device(device: str) -> str:
@@ -96,11 +101,11 @@ class Engine:
 
     def __init__(
         self,
-        model: str = "tiny.en",
-        device: str = "auto",
-        compute_type: str = "auto",
-        cpu_threads: int = 0,
-        num_workers: int = 1,
+        model: str = EngineConfig.model,
+        device: str = EngineConfig.device,
+        compute_type: str = EngineConfig.compute_type,
+        cpu_threads: int = EngineConfig.cpu_threads,
+        num_workers: int = EngineConfig.num_workers,
     ) -> None:
         from faster_whisper import WhisperModel
 

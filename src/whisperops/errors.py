@@ -21,3 +21,7 @@ class ModelNotFoundError(WhisperOpsError):
 
 class OptionError(WhisperOpsError):
     """An option has a value we cannot use."""
+
+
+class UnsupportedMediaError(AudioError):
+    """Bytes that are not a plain audio/video container we decode (playlists, concat lists, images...)."""

@@ -18,6 +18,7 @@ class Word:
     end: float
     word: str
     probability: float
+    speaker: str | None = None  # set by diarization (A, B, ... or a known speaker's name)
 
 
 @dataclass
@@ -31,6 +32,7 @@ class Segment:
     compression_ratio: float = 0.0
     temperature: float | None = 0.0
     words: list[Word] | None = None
+    speaker: str | None = None  # set by diarization; every segment then holds one speaker
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Segment:
@@ -54,6 +56,10 @@ class Transcript:
     options: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
+    # What went wrong without failing the item: damaged packets skipped, a truncated file, ...
+    warnings: list[str] = field(default_factory=list)
+    # Diarization: [{"speaker": "A", "talk_time_s": 12.3}, ...]; None when not diarized.
+    speakers: list[dict[str, Any]] | None = None
 
     @property
     def words(self) -> list[Word]:

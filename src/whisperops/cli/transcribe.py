@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 
 from whisperops.cli.app import app, console, err_console, progress_bar
+from whisperops.cli.options import option
+from whisperops.engine import DecodeOptions, EngineConfig
 
 EXIT_SOME_FAILED = 1
 
@@ -16,20 +18,20 @@ def transcribe_cmd(
     sources: list[str] = typer.Argument(
         ..., help="Files, folders (recursive), list files (.txt, one path/URL a line) or http(s) URLs."
     ),
-    model: str = typer.Option("tiny.en", "--model", "-m", help="Registry name, local directory or hub id."),
+    model: str = option(EngineConfig, "model", "--model", "-m"),
     output_dir: Path = typer.Option(Path("transcripts"), "--output-dir", "-o", help="Where outputs go."),
     formats: str = typer.Option("txt,srt,vtt,json", "--formats", "-f", help="Comma list of txt,srt,vtt,tsv,json|all."),
     language: str = typer.Option("auto", "--language", "-l", help="Language code, or auto to detect."),
-    task: str = typer.Option("transcribe", "--task", help="transcribe, or translate (to English)."),
-    beam_size: int = typer.Option(5, "--beam-size", help="Beam width (1 = greedy)."),
-    batch_size: int = typer.Option(0, "--batch-size", help="> 1: batched inference over VAD chunks."),
-    word_timestamps: bool = typer.Option(False, "--word-timestamps", help="Time every word."),
-    vad: bool = typer.Option(True, "--vad/--no-vad", help="Skip non-speech with Silero VAD."),
-    initial_prompt: str | None = typer.Option(None, "--initial-prompt", help="Text to prime the decoder."),
-    hotwords: str | None = typer.Option(None, "--hotwords", help="Words to bias decoding towards."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    compute_type: str = typer.Option("auto", "--compute-type", help="auto (int8 CPU / float16 GPU), or any CT2 type."),
-    threads: int = typer.Option(0, "--threads", help="CPU threads for decoding (0: CTranslate2's default)."),
+    task: str = option(DecodeOptions, "task", "--task"),
+    beam_size: int = option(DecodeOptions, "beam_size", "--beam-size"),
+    batch_size: int = option(DecodeOptions, "batch_size", "--batch-size"),
+    word_timestamps: bool = option(DecodeOptions, "word_timestamps", "--word-timestamps"),
+    vad: bool = option(DecodeOptions, "vad_filter", "--vad/--no-vad"),
+    initial_prompt: str | None = option(DecodeOptions, "initial_prompt", "--initial-prompt"),
+    hotwords: str | None = option(DecodeOptions, "hotwords", "--hotwords"),
+    device: str = option(EngineConfig, "device", "--device"),
+    compute_type: str = option(EngineConfig, "compute_type", "--compute-type"),
+    threads: int = option(EngineConfig, "cpu_threads", "--threads"),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse transcripts of identical audio."),
     in_process: bool = typer.Option(
         False, "--in-process", help="Skip Metaflow: transcribe here, one item after another (quick single files)."
