@@ -246,7 +246,7 @@ def test_second_model_loads_lazily_and_translates(shared_speech: Path) -> None:
 
 @pytest.mark.shared_data
 def test_upload_too_large_is_413(jfk: Path, tmp_path: Path) -> None:
-    with uvicorn_server(settings(max_upload_bytes=300_000, tmp_dir=tmp_path)) as base:
+    with uvicorn_server(settings(max_upload_mb=0.3, tmp_dir=tmp_path)) as base:
         with pytest.raises(openai.APIStatusError) as err, jfk.open("rb") as f:
             client(base).audio.transcriptions.create(model="tiny.en", file=f)
         assert err.value.status_code == 413 and "0.3 MB" in err.value.message

@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -179,7 +179,7 @@ class Engine:
 
     def transcribe(
         self,
-        audio: str | Path | np.ndarray,
+        audio: str | Path | np.ndarray | Iterable[np.ndarray],
         options: DecodeOptions | None = None,
         *,
         source: str | None = None,
@@ -187,7 +187,10 @@ class Engine:
         on_segment: Callable[[Segment], None] | None = None,
         window_s: float = LONG_FORM_WINDOW_S,
     ) -> Transcript:
-        """Transcribe a file or an array; ``on_segment`` sees each segment as it is decoded.
+        """Transcribe a file, an array or an iterable of blocks; ``on_segment`` sees each segment.
+
+        Blocks (16 kHz mono float32, e.g. from :func:`~whisperops.audio.stream_audio`) let a caller
+        bound or cancel the decode itself, as the server does with its uploads.
 
         Files longer than ``window_s`` stream through in windows cut at quiet moments, so memory
         is bounded by one window whatever the recording's length; the language found in the first
@@ -197,6 +200,9 @@ class Engine:
         if isinstance(audio, np.ndarray):
             source = source or "<array>"
             windows: Iterator[tuple[int, np.ndarray]] = iter([(0, audio)])
+        elif not isinstance(audio, (str, Path)):
+            source = source or "<stream>"
+            windows = quiet_windows(audio, window_s)
         else:
             source = source or str(audio)
             duration = probe_duration(audio)

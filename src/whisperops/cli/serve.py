@@ -1,72 +1,76 @@
-"""``whisperops serve``: OpenAI's audio API on this machine (uvicorn), or on Ray Serve (``--ray``)."""
+"""``whisperops serve``: OpenAI's audio API on this machine (uvicorn), or on Ray Serve (``--ray``).
+
+Every server option is a :class:`~whisperops.serving.settings.ServeSettings` field: its default and
+help are declared there once.
+"""
 
 from __future__ import annotations
 
-import ipaddress
 from pathlib import Path
 
 import typer
 
 from whisperops.cli.app import app, console, err_console
+from whisperops.cli.options import option
+from whisperops.serving.settings import ServeSettings, is_loopback
 
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+S = ServeSettings
 
 
 @app.command("serve")
 def serve_cmd(
-    model: list[str] = typer.Option(
-        ["tiny.en"], "--model", "-m", help="Model to serve (repeat for several; the first answers whisper-1)."
-    ),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind; loopback unless you mean otherwise."),
-    port: int = typer.Option(8000, "--port", help="TCP port."),
-    api_key: str | None = typer.Option(
-        None, "--api-key", envvar="WHISPEROPS_API_KEY", help="Require 'Authorization: Bearer KEY' on /v1/*."
-    ),
-    max_upload_mb: float = typer.Option(100.0, "--max-upload-mb", help="Largest upload accepted (413 above)."),
-    slots: int = typer.Option(1, "--slots", help="Concurrent decodes per replica."),
-    max_queue: int = typer.Option(8, "--max-queue", help="Requests waiting for a slot before 429."),
-    timeout: float = typer.Option(300.0, "--timeout", help="Seconds per request, queue included (504 after)."),
-    idle_unload: float = typer.Option(600.0, "--idle-unload", help="Unload a model idle this long (0: never)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    compute_type: str = typer.Option("auto", "--compute-type", help="auto (int8 CPU / float16 GPU), or any CT2 type."),
-    threads: int = typer.Option(0, "--threads", help="CPU threads per decode (0: CTranslate2's default)."),
-    beam_size: int = typer.Option(5, "--beam-size", help="Beam width (1 = greedy, faster)."),
+    model: list[str] = option(S, "models", "--model", "-m"),
+    host: str = option(S, "host", "--host"),
+    port: int = option(S, "port", "--port"),
+    api_key: str | None = option(S, "api_key", "--api-key", envvar="WHISPEROPS_API_KEY"),
+    max_upload_mb: float = option(S, "max_upload_mb", "--max-upload-mb"),
+    max_audio_s: float = option(S, "max_audio_s", "--max-audio-s"),
+    slots: int = option(S, "slots", "--slots"),
+    max_queue: int = option(S, "max_queue", "--max-queue"),
+    timeout: float = option(S, "request_timeout_s", "--timeout"),
+    body_timeout: float = option(S, "body_timeout_s", "--body-timeout"),
+    shutdown_grace: float = option(S, "shutdown_grace_s", "--shutdown-grace"),
+    idle_unload: float = option(S, "idle_unload_s", "--idle-unload"),
+    device: str = option(S, "device", "--device"),
+    compute_type: str = option(S, "compute_type", "--compute-type"),
+    threads: int = option(S, "cpu_threads", "--threads"),
+    beam_size: int = option(S, "beam_size", "--beam-size"),
+    vad: bool = option(S, "vad_filter", "--vad/--no-vad"),
+    upload_dir: Path | None = option(S, "tmp_dir", "--upload-dir"),
+    allowed_host: list[str] = option(S, "allowed_hosts", "--allowed-host"),
+    cors_origin: list[str] = option(S, "cors_origins", "--cors-origin"),
     ray: bool = typer.Option(False, "--ray", help="Deploy on Ray Serve instead of one uvicorn process."),
     ray_address: str | None = typer.Option(None, "--ray-address", help="Existing Ray cluster (default: start one)."),
     replicas: int = typer.Option(1, "--replicas", help="Ray: fixed number of replicas."),
     min_replicas: int | None = typer.Option(None, "--min-replicas", help="Ray: autoscale from this many..."),
     max_replicas: int | None = typer.Option(None, "--max-replicas", help="Ray: ...up to this many."),
     replica_cpus: float = typer.Option(1.0, "--replica-cpus", help="Ray: CPUs reserved per replica."),
-    upload_dir: Path | None = typer.Option(
-        None, "--upload-dir", help="Where uploads are spooled while decoding (default: the temp dir); always emptied."
-    ),
     log_level: str = typer.Option("info", "--log-level", help="uvicorn log level."),
 ) -> None:
     """Serve POST /v1/audio/transcriptions and /translations, GET /v1/models, /health and /docs."""
-    from whisperops.serving.settings import ServeSettings
-
     settings = ServeSettings(
         models=model,
+        host=host,
+        port=port,
         api_key=api_key,
-        max_upload_bytes=int(max_upload_mb * 1e6),
+        max_upload_mb=max_upload_mb,
+        max_audio_s=max_audio_s,
         slots=slots,
         max_queue=max_queue,
         request_timeout_s=timeout,
+        body_timeout_s=body_timeout,
+        shutdown_grace_s=shutdown_grace,
         idle_unload_s=idle_unload,
         device=device,
         compute_type=compute_type,
         cpu_threads=threads,
         beam_size=beam_size,
+        vad_filter=vad,
         tmp_dir=upload_dir,
+        allowed_hosts=allowed_host,
+        cors_origins=cors_origin,
     )
-    if not _is_loopback(host) and settings.api_key is None:
+    if not is_loopback(host) and settings.api_key is None:
         err_console.print(
             f"[yellow]warning:[/] listening on {host} without --api-key: anyone who can reach it can use it"
         )
@@ -78,10 +82,7 @@ def serve_cmd(
         console.print(f"Ray Serve: {', '.join(settings.models)} at {url}/v1 (docs {url}/docs); Ctrl-C stops")
         run(settings, options, host=host, port=port, address=ray_address, blocking=True)
         return
-    import uvicorn
+    from whisperops.serving import local
 
-    from whisperops.serving.app import create_app
-
-    application = create_app(settings)
     console.print(f"serving {', '.join(settings.models)} at {url}/v1 (docs {url}/docs); Ctrl-C stops")
-    uvicorn.run(application, host=host, port=port, log_level=log_level)
+    local.run(settings, log_level=log_level)

@@ -15,9 +15,10 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, TypeVar
 
 from whisperops.engine import Engine
@@ -63,6 +64,7 @@ class ModelPool:
         self._entries = {name: _Entry() for name in settings.models}
         self._lock = threading.Lock()  # guards entry counters
         self._load_locks = {name: threading.Lock() for name in settings.models}  # one load per model at once
+        self._multilingual: dict[str, bool | None] = {}
 
     @property
     def names(self) -> list[str]:
@@ -78,6 +80,20 @@ class ModelPool:
             f"model {name!r} is not served here; choose one of {', '.join(self.names)} "
             f"(or whisper-1 for {self.settings.default_model}), or restart with --model {name}"
         )
+
+    def multilingual(self, name: str) -> bool | None:
+        """Whether served model ``name`` knows languages besides English, read without loading it."""
+        name = self.canonical(name)
+        if name not in self._multilingual:
+            entry = self._entries[name]
+            if entry.engine is not None:
+                self._multilingual[name] = entry.engine.is_multilingual
+            else:
+                from whisperops.models import registry
+
+                info = registry.ModelInfo(name, "local", registry.resolve(name), True, "unknown")
+                self._multilingual[name] = registry._describe_dir(info).multilingual
+        return self._multilingual[name]
 
     def loaded(self) -> list[str]:
         with self._lock:
@@ -122,14 +138,54 @@ class ModelPool:
         return dropped
 
 
+class ShuttingDown(WhisperOpsError):
+    """The server is stopping and the request's grace time ran out (HTTP 503)."""
+
+
+class Ticket:
+    """One admitted request: its deadline, and the signals that end it early.
+
+    Taken before the upload is read, so the bound on requests in progress covers uploads too: a
+    flood gets 429 before its bodies arrive.
+    """
+
+    def __init__(self, deadline: float) -> None:
+        self.deadline = deadline
+        self.cancel = threading.Event()  # seen by the decode thread at each segment
+        self.aborted = asyncio.Event()  # set at shutdown, once the grace time is over
+        self.files: list[Path] = []  # uploads stored for this request
+
+    def remaining(self) -> float:
+        return max(0.0, self.deadline - time.monotonic())
+
+    async def wait(self, awaitable: Awaitable[T], timeout_s: float, on_timeout: Exception) -> T:
+        """``await awaitable`` for at most ``timeout_s``; raise ``on_timeout`` or :class:`ShuttingDown`."""
+        work = asyncio.ensure_future(awaitable)
+        stop = asyncio.ensure_future(self.aborted.wait())
+        try:
+            done, _ = await asyncio.wait({work, stop}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if work in done:
+            return work.result()
+        work.cancel()
+        if stop in done:
+            raise ShuttingDown("server shutting down: the request was cancelled; retry it on another server")
+        raise on_timeout
+
+
 class Limiter:
-    """``slots`` decodes at once, at most ``max_queue`` waiting, everything else 429 at once."""
+    """``slots`` decodes at once, at most ``max_queue`` more uploading or waiting, the rest 429 at once."""
 
     def __init__(self, slots: int, max_queue: int) -> None:
         self.slots = slots
         self.max_queue = max_queue
+        self.admitted = 0  # requests between admission and their answer: uploading, waiting or decoding
         self.running = 0  # decodes on worker threads, including ones whose request timed out
         self.waiting = 0
+        self.tickets: set[Ticket] = set()
+        self.active = 0  # decode threads inside their body, counted by the threads themselves
+        self._active_lock = threading.Lock()
         self._sem: asyncio.Semaphore | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._service_s: deque[float] = deque(maxlen=32)
@@ -144,34 +200,81 @@ class Limiter:
     def retry_after_s(self) -> int:
         """Seconds until a slot is likely free: queue length times the recent mean decode time."""
         mean = sum(self._service_s) / len(self._service_s) if self._service_s else 1.0
-        return max(1, min(120, math.ceil(mean * (self.waiting + 1) / self.slots)))
+        return max(1, min(120, math.ceil(mean * (self.admitted - self.slots + 1) / self.slots)))
 
     def stats(self) -> dict[str, Any]:
-        return {"slots": self.slots, "running": self.running, "waiting": self.waiting, "max_queue": self.max_queue}
+        return {
+            "slots": self.slots,
+            "running": self.running,
+            "waiting": self.waiting,
+            "admitted": self.admitted,
+            "max_queue": self.max_queue,
+        }
 
-    async def run(self, fn: Callable[[threading.Event], T], timeout_s: float) -> T:
-        """Run ``fn(cancel_event)`` on a decode thread once a slot is free, within ``timeout_s``."""
-        sem = self._ensure()
-        if self.running + self.waiting >= self.slots + self.max_queue:
+    @contextlib.asynccontextmanager
+    async def admit(self, timeout_s: float) -> AsyncIterator[Ticket]:
+        """Admit one request for ``timeout_s`` (upload, queue and decode), or raise :class:`QueueFull`."""
+        self._ensure()
+        if self.admitted >= self.slots + self.max_queue:
             retry = self.retry_after_s()
             raise QueueFull(
-                f"server busy: {self.running} decoding, {self.waiting} queued (limit {self.max_queue}); "
-                f"retry after {retry} s",
+                f"server busy: {self.admitted} requests in progress ({self.running} decoding, limit "
+                f"{self.slots} + queue {self.max_queue}); retry after {retry} s",
                 retry,
             )
-        deadline = time.monotonic() + timeout_s
-        self.waiting += 1
+        ticket = Ticket(time.monotonic() + timeout_s)
+        self.admitted += 1
+        self.tickets.add(ticket)
         try:
-            await asyncio.wait_for(sem.acquire(), timeout=timeout_s)
-        except (asyncio.TimeoutError, TimeoutError) as err:
-            raise RequestTimeout(f"request timed out after {timeout_s:g} s waiting for a free slot") from err
+            yield ticket
+        finally:
+            self.admitted -= 1
+            self.tickets.discard(ticket)
+
+    def abort_all(self) -> int:
+        """Cancel every admitted request (at shutdown): each answers 503, its decode stops soon."""
+        for ticket in self.tickets:
+            ticket.cancel.set()
+            ticket.aborted.set()
+        return len(self.tickets)
+
+    def _body(self, fn: Callable[[threading.Event], T], cancel: threading.Event) -> T:
+        with self._active_lock:
+            self.active += 1
+        try:
+            return fn(cancel)
+        finally:
+            with self._active_lock:
+                self.active -= 1
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Block until no decode thread runs (at exit, when the loop is gone); False if one still does."""
+        deadline = time.monotonic() + timeout_s
+        while self.active and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return not self.active
+
+    async def run(self, fn: Callable[[threading.Event], T], ticket: Ticket, timeout_s: float) -> T:
+        """Run ``fn(cancel_event)`` on a decode thread once a slot is free, before ``ticket``'s deadline."""
+        sem = self._ensure()
+        self.waiting += 1
+        acquire = asyncio.ensure_future(sem.acquire())
+        try:
+            await ticket.wait(
+                acquire,
+                ticket.remaining(),
+                RequestTimeout(f"request timed out after {timeout_s:g} s waiting for a free slot"),
+            )
+        except BaseException:
+            if acquire.done() and not acquire.cancelled():
+                sem.release()  # the slot came just as the request gave up: give it back
+            raise
         finally:
             self.waiting -= 1
         self.running += 1
-        cancel = threading.Event()
         started = time.monotonic()
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, fn, cancel)
+        future = loop.run_in_executor(self._executor, self._body, fn, ticket.cancel)
 
         def _release(_: object) -> None:
             # Runs on the loop when the thread really finishes, not when the request gave up.
@@ -181,9 +284,13 @@ class Limiter:
 
         future.add_done_callback(_release)
         try:
-            return await asyncio.wait_for(asyncio.shield(future), timeout=max(0.0, deadline - time.monotonic()))
-        except (asyncio.TimeoutError, TimeoutError) as err:
-            cancel.set()
+            return await ticket.wait(
+                asyncio.shield(future),
+                ticket.remaining(),
+                RequestTimeout(f"request timed out after {timeout_s:g} s while decoding"),
+            )
+        except BaseException:
+            ticket.cancel.set()
             # The abandoned future may still raise (Cancelled); retrieve it so asyncio does not log it.
             future.add_done_callback(lambda f: f.cancelled() or f.exception())
-            raise RequestTimeout(f"request timed out after {timeout_s:g} s while decoding") from err
+            raise

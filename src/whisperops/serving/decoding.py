@@ -1,0 +1,82 @@
+"""Uploads through the engine: probed first, then streamed in bounded blocks with the limits enforced.
+
+Nothing here holds a whole upload in memory: :func:`limited_blocks` feeds
+:meth:`whisperops.engine.Engine.transcribe` the same windows a long file on disk gets.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from whisperops.errors import AudioError
+from whisperops.results import Transcript
+from whisperops.serving.errors import AudioTooLong
+from whisperops.serving.pool import Cancelled
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from whisperops.engine import DecodeOptions
+    from whisperops.serving.app import ServerState
+
+
+def too_long(filename: str, seconds: float, limit_s: float) -> AudioTooLong:
+    return AudioTooLong(
+        f"{filename}: {seconds:.0f} s of audio or more; this server accepts at most {limit_s:g} s (max_audio_s); "
+        "send a shorter recording or split it"
+    )
+
+
+def check_duration(path: Path, filename: str, limit_s: float) -> None:
+    """413 from the container's own duration, before any audio is decoded or a slot is taken."""
+    from whisperops.audio import probe_duration
+
+    duration = probe_duration(path)
+    if duration is not None and duration > limit_s:
+        raise too_long(filename, duration, limit_s)
+
+
+def limited_blocks(
+    blocks: Iterable[np.ndarray], filename: str, limit_s: float, cancel: threading.Event, sampling_rate: int
+) -> Iterator[np.ndarray]:
+    """``blocks`` until ``limit_s`` seconds have passed (413: a container can lie) or ``cancel`` is set.
+
+    The cancel check matters for silence: it gives no segments, so a decode of hours of it would
+    otherwise never see that its request was abandoned.
+    """
+    limit = int(limit_s * sampling_rate)
+    total = 0
+    for block in blocks:
+        if cancel.is_set():
+            raise Cancelled(filename)
+        total += block.size
+        if total > limit:
+            raise too_long(filename, total / sampling_rate, limit_s)
+        yield block
+    if total == 0:
+        raise AudioError(f"{filename}: contains no audio samples (zero-length clip)")
+
+
+def transcribe(
+    state: ServerState, name: str, path: Path, filename: str, options: DecodeOptions, cancel: threading.Event
+) -> tuple[Transcript, Callable[[str], list[int]] | None]:
+    """Worker-thread body: stream the upload through the engine; stop early if the request is abandoned."""
+    from whisperops.audio import SAMPLE_RATE, stream_audio
+
+    def check(_segment: object) -> None:
+        if cancel.is_set():
+            raise Cancelled(filename)
+
+    limit_s = state.settings.max_audio_s
+    with state.pool.use(name) as engine:
+        blocks = limited_blocks(stream_audio(path), filename, limit_s, cancel, SAMPLE_RATE)
+        transcript = engine.transcribe(blocks, options, source=filename, on_segment=check)
+        tokenizer: Any = getattr(engine.model, "hf_tokenizer", None)
+    tokenize = (lambda text: tokenizer.encode(text, add_special_tokens=False).ids) if tokenizer is not None else None
+    return transcript, tokenize
+
+
+__all__ = ["check_duration", "limited_blocks", "transcribe"]

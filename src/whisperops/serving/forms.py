@@ -1,0 +1,359 @@
+"""The form of an audio request, read and validated in one place.
+
+:func:`receive_form` streams the multipart body straight into one file in the upload directory
+(stored once, never in memory, never named after the client's file), bounded in size, time and
+shape. :class:`AudioForm` holds the fields; :data:`FIELDS` says how each one is parsed, so a new
+parameter is one :class:`FormField` and one attribute. Every message names the API field.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from whisperops.engine import DecodeOptions
+from whisperops.errors import ModelNotFoundError, OptionError
+from whisperops.serving import openai_format
+from whisperops.serving.errors import ApiError, BodyTimeout
+
+if TYPE_CHECKING:
+    from whisperops.serving.app import ServerState
+    from whisperops.serving.pool import Ticket
+
+# Limits on the form's shape. Fixed, not settings: OpenAI's form has a dozen fields of a few words.
+MAX_PARTS = 64
+MAX_FIELD_BYTES = 64 * 1024
+MAX_FILENAME_BYTES = 255  # what file systems allow for one name
+TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+
+
+def invalid(param: str, message: str, code: str = "invalid_value") -> ApiError:
+    return ApiError(400, f"{param}: {message}", code, param)
+
+
+def _text(value: str) -> str:
+    return value.strip()
+
+
+def _temperature(value: str) -> float:
+    try:
+        t = float(value)
+    except ValueError:
+        raise invalid("temperature", f"{value[:40]!r} is not a number; send one between 0 and 1") from None
+    if not (math.isfinite(t) and 0.0 <= t <= 1.0):
+        raise invalid("temperature", f"{value[:40]} is out of range; send one between 0 and 1")
+    return t
+
+
+def _format(value: str) -> str:
+    fmt = value.strip().lower() or "json"
+    if fmt not in openai_format.RESPONSE_FORMATS:
+        raise invalid("response_format", f"{value[:40]!r}: choose one of {', '.join(openai_format.RESPONSE_FORMATS)}")
+    return fmt
+
+
+def _granularity(value: str) -> str:
+    g = value.strip().lower()
+    if g not in openai_format.GRANULARITIES:
+        raise invalid("timestamp_granularities[]", f"{value[:40]!r}: choose segment and/or word")
+    return g
+
+
+def _language(value: str) -> str | None:
+    if not value.strip():
+        return None
+    code = openai_format.language_code(value)
+    if code not in openai_format.LANGUAGES:
+        raise invalid("language", f"{value[:40]!r} is not a language Whisper knows; send an ISO-639-1 code such as en")
+    return code
+
+
+@dataclass(frozen=True)
+class FormField:
+    """One form parameter: where it goes on :class:`AudioForm`, how it is parsed, and its docs."""
+
+    attr: str
+    parse: Callable[[str], Any]
+    help: str
+    tasks: tuple[str, ...] = ("transcribe", "translate")
+    repeated: bool = False  # an array parameter (``name[]``): every value is kept
+    schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
+
+
+FIELDS: dict[str, FormField] = {
+    "model": FormField("model", _text, "A served model name; whisper-1 means the first one."),
+    "language": FormField(
+        "language", _language, "ISO-639-1 code (or English name) of the speech; empty to detect.", ("transcribe",)
+    ),
+    "prompt": FormField("prompt", str, "Text to prime the decoder (initial prompt)."),
+    "response_format": FormField("response_format", _format, "json, text, srt, vtt or verbose_json."),
+    "temperature": FormField(
+        "temperature", _temperature, "0: fall back from 0 to 1 as openai/whisper; >0: fixed.", schema={"type": "number"}
+    ),
+    "timestamp_granularities[]": FormField(
+        "timestamp_granularities",
+        _granularity,
+        "segment and/or word (verbose_json only).",
+        ("transcribe",),
+        repeated=True,
+        schema={"type": "array", "items": {"type": "string", "enum": list(openai_format.GRANULARITIES)}},
+    ),
+}
+
+
+@dataclass
+class AudioForm:
+    """The fields of one ``/v1/audio/*`` request, each parsed by its :data:`FIELDS` entry."""
+
+    task: str
+    path: Path | None = None  # the upload, once stored
+    filename: str = "upload"
+    size: int = 0
+    model: str = "whisper-1"
+    language: str | None = None
+    prompt: str | None = None
+    response_format: str = "json"
+    temperature: float = 0.0
+    timestamp_granularities: list[str] = field(default_factory=list)
+
+    def set(self, name: str, raw: str) -> None:
+        spec = FIELDS.get(name)
+        if spec is None or self.task not in spec.tasks:
+            where = "" if spec is None else f" by {self.task.replace('transcribe', 'transcription')}s"
+            raise invalid(name, f"unknown parameter{where}; see /docs for the fields", "unknown_parameter")
+        value = spec.parse(raw)
+        if spec.repeated:
+            getattr(self, spec.attr).append(value)
+        else:
+            setattr(self, spec.attr, value)
+
+    def check(self, state: ServerState) -> tuple[str, DecodeOptions]:
+        """Cross-field checks, before anything is decoded: the served model and the decode options."""
+        if self.path is None:
+            raise invalid("file", "missing; send the audio as the multipart field 'file'")
+        if self.size == 0:
+            raise invalid("file", f"{self.filename} is empty (0 bytes); send the audio itself")
+        try:
+            name = state.pool.canonical(self.model)
+        except ModelNotFoundError as err:
+            raise ApiError(404, str(err), "model_not_found", "model") from err
+        grans = list(dict.fromkeys(self.timestamp_granularities))
+        if grans and self.response_format != "verbose_json":
+            raise invalid("timestamp_granularities[]", "needs response_format=verbose_json (as in OpenAI's API)")
+        if state.pool.multilingual(name) is False:
+            if self.task == "translate":
+                raise invalid("model", f"{self.model!r} ({name}) is English-only; translation needs a multilingual one")
+            if self.language not in (None, "en"):
+                raise invalid("language", f"{self.language!r}: model {self.model!r} ({name}) is English-only")
+        settings = state.settings
+        try:
+            options = DecodeOptions(
+                language=self.language,
+                task=self.task,
+                beam_size=settings.beam_size,
+                vad_filter=settings.vad_filter,
+                word_timestamps="word" in grans,
+                initial_prompt=self.prompt or None,
+                temperature=TEMPERATURES if self.temperature <= 0 else (self.temperature,),
+            )
+        except OptionError as err:
+            raise invalid("model", str(err)) from err
+        return name, options
+
+    @property
+    def granularities(self) -> list[str]:
+        return list(dict.fromkeys(self.timestamp_granularities)) or ["segment"]
+
+
+def openapi_body(task: str) -> dict[str, Any]:
+    """The request body's schema for ``/docs``, from :data:`FIELDS` (the route reads the body itself)."""
+    props: dict[str, Any] = {"file": {"type": "string", "format": "binary", "description": "Audio or video."}}
+    props.update(
+        {name: {**spec.schema, "description": spec.help} for name, spec in FIELDS.items() if task in spec.tasks}
+    )
+    schema = {"type": "object", "required": ["file"], "properties": props}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": schema}}}}
+
+
+def _filename(raw: bytes) -> str:
+    try:
+        name = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        name = raw.decode("latin-1")
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        raise invalid("file", "the filename holds control characters (NUL, newline...); send a plain file name")
+    if len(raw) > MAX_FILENAME_BYTES:
+        raise invalid("file", f"the filename is {len(raw)} bytes long; send one of at most {MAX_FILENAME_BYTES}")
+    # Only a label for messages: the path part is dropped, and the upload is stored under our own name.
+    return Path(name.replace("\\", "/")).name or "upload"
+
+
+class _Parser:
+    """python-multipart callbacks: fields into :class:`AudioForm`, the one file into its file."""
+
+    def __init__(self, form: AudioForm, upload_dir: Path, stored: list[Path]) -> None:
+        self.form = form
+        self.upload_dir = upload_dir
+        self.stored = stored  # the ticket's list, so a forced exit can still delete the upload
+        self.parts = 0
+        self.name = ""
+        self.headers: dict[bytes, bytes] = {}
+        self.header_name = b""
+        self.header_value = b""
+        self.data = bytearray()
+        self.is_file = False
+        self.file: Any = None
+        self.pending: list[bytes] = []  # file bytes to write once the parser returns
+        self.ended = False
+
+    def on_part_begin(self) -> None:
+        self.parts += 1
+        self.headers, self.data, self.is_file = {}, bytearray(), False
+
+    def on_header_field(self, data: bytes, start: int, end: int) -> None:
+        self.header_name += data[start:end]
+
+    def on_header_value(self, data: bytes, start: int, end: int) -> None:
+        self.header_value += data[start:end]
+
+    def on_header_end(self) -> None:
+        self.headers[self.header_name.strip().lower()] = self.header_value.strip()
+        self.header_name, self.header_value = b"", b""
+
+    def on_headers_finished(self) -> None:
+        from python_multipart.multipart import parse_options_header
+
+        _, options = parse_options_header(self.headers.get(b"content-disposition", b""))
+        raw_name = options.get(b"name")
+        if raw_name is None:
+            raise invalid("file", "a multipart part has no name in its Content-Disposition", "invalid_multipart")
+        self.name = raw_name.decode("utf-8", "replace")
+        if self.parts > MAX_PARTS:
+            raise invalid(
+                self.name, f"more than {MAX_PARTS} form fields; send only the API's fields", "too_many_fields"
+            )
+        self.is_file = b"filename" in options or self.name == "file"
+        if not self.is_file:
+            return
+        if self.name != "file":
+            raise invalid(self.name, "unexpected file; send the audio as the field 'file'", "unknown_parameter")
+        if self.form.path is not None:
+            raise invalid("file", "sent twice; send one audio file per request")
+        self.form.filename = _filename(options.get(b"filename", b"upload"))
+        # No suffix from the client: the bytes decide what is decoded, never the name.
+        fd, name = tempfile.mkstemp(prefix="upload-", dir=self.upload_dir)
+        self.form.path = Path(name)
+        self.stored.append(self.form.path)
+        self.file = os.fdopen(fd, "wb")
+
+    def on_part_data(self, data: bytes, start: int, end: int) -> None:
+        if self.is_file:
+            self.pending.append(data[start:end])
+            self.form.size += end - start
+            return
+        self.data += data[start:end]
+        if len(self.data) > MAX_FIELD_BYTES:
+            raise invalid(
+                self.name, f"longer than {MAX_FIELD_BYTES // 1024} KB; send a shorter value", "field_too_large"
+            )
+
+    def on_part_end(self) -> None:
+        if self.is_file:
+            return
+        try:
+            value = self.data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise invalid(self.name, "is not UTF-8 text") from None
+        if "\x00" in value:
+            raise invalid(self.name, "holds a NUL character")
+        self.form.set(self.name, value)
+
+    def on_end(self) -> None:
+        self.ended = True
+
+    def callbacks(self) -> dict[str, Callable[..., None]]:
+        names = ("part_begin", "part_data", "part_end", "header_field", "header_value", "header_end")
+        return {f"on_{n}": getattr(self, f"on_{n}") for n in (*names, "headers_finished", "end")}
+
+
+@contextlib.asynccontextmanager
+async def receive_form(request: Request, state: ServerState, ticket: Ticket, task: str) -> AsyncIterator[AudioForm]:
+    """Read the body of an audio request into an :class:`AudioForm`; its upload is deleted on exit.
+
+    Bounded in size (``max_upload_mb``: 413, then the connection closes), in idle time
+    (``body_timeout_s``: 408) and by the request's deadline (``request_timeout_s``: 408).
+    """
+    from python_multipart.exceptions import FormParserError
+    from python_multipart.multipart import MultipartParser, parse_options_header
+
+    settings = state.settings
+    limit = settings.max_upload_bytes
+    too_large = ApiError(
+        413,
+        f"upload larger than this server's limit of {settings.max_upload_mb:g} MB (max_upload_mb); "
+        "send a shorter or compressed file",
+        "file_too_large",
+        "file",
+    )
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > limit:
+        raise too_large
+    ctype, params = parse_options_header(request.headers.get("content-type", ""))
+    boundary = params.get(b"boundary")
+    if ctype != b"multipart/form-data" or not boundary:
+        raise invalid("file", "send the request as multipart/form-data (as OpenAI's clients do)", "invalid_multipart")
+    form = AudioForm(task=task)
+    parser = _Parser(form, state.upload_dir, ticket.files)
+    multipart = MultipartParser(boundary, parser.callbacks())  # type: ignore[arg-type]
+    seen = 0
+    try:
+        while True:
+            idle = settings.body_timeout_s < ticket.remaining()
+            timeout = (
+                BodyTimeout(f"upload stalled: nothing received for {settings.body_timeout_s:g} s (body_timeout_s)")
+                if idle
+                else BodyTimeout(
+                    f"upload not finished within the request's {settings.request_timeout_s:g} s (request_timeout_s)"
+                )
+            )
+            message = await ticket.wait(request.receive(), min(settings.body_timeout_s, ticket.remaining()), timeout)
+            if message["type"] == "http.disconnect":
+                raise invalid("file", "the client disconnected before the upload ended", "client_disconnected")
+            chunk = message.get("body", b"")
+            seen += len(chunk)
+            if seen > limit:
+                raise too_large
+            try:
+                multipart.write(chunk)
+            except FormParserError as err:
+                raise invalid(
+                    "file", f"malformed multipart body ({err}); send multipart/form-data", "invalid_multipart"
+                ) from None
+            if parser.pending:
+                data, parser.pending = b"".join(parser.pending), []
+                await run_in_threadpool(parser.file.write, data)
+            if not message.get("more_body", False):
+                request.scope["whisperops.body_done"] = True
+                break
+        if not parser.ended:
+            raise invalid("file", "the multipart body was cut off before its closing boundary", "invalid_multipart")
+        if parser.file is not None:
+            await run_in_threadpool(parser.file.close)
+        yield form
+    finally:
+        if parser.file is not None and not parser.file.closed:
+            parser.file.close()
+        if form.path is not None:
+            form.path.unlink(missing_ok=True)  # uploads never outlive their request, whatever happened
+
+
+__all__ = ["FIELDS", "AudioForm", "FormField", "openapi_body", "receive_form"]
