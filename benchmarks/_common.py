@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import threading
 import time
 from pathlib import Path
+from typing import Any
+
+from whisperops.config import default_of, help_of
+from whisperops.engine import DecodeOptions
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_SPEECH = Path(os.environ.get("WHISPEROPS_SHARED_SPEECH", ROOT.parent / "shared" / "data" / "speech"))
+
+
+# The peers run at whisperops' default beam, so a change of default moves both sides of a comparison.
+BEAM_SIZE: int = default_of(DecodeOptions, "beam_size")
+
+
+def setting_argument(parser: argparse.ArgumentParser, cls: type, name: str, flag: str, **kwargs: Any) -> None:
+    """``--flag`` with ``cls.name``'s declared default and help: argparse's ``cli.options.option``."""
+    parser.add_argument(flag, default=default_of(cls, name), help=help_of(cls, name), **kwargs)
 
 
 def load_manifest(path: Path | None = None) -> list[dict]:

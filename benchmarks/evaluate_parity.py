@@ -19,14 +19,14 @@ from multiprocessing import get_context
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, SHARED_SPEECH, machine
+from _common import BEAM_SIZE, ROOT, SHARED_SPEECH, machine
 
 
 def bare_faster_whisper(model: str, rows: list, threads: int) -> dict:
     """The peer, in its own process: faster-whisper's WhisperModel used directly."""
     from faster_whisper import WhisperModel
 
-    from whisperops.evaluation.compare import _memory_mb
+    from whisperops.evaluation.compare import memory_mb
     from whisperops.models import registry
 
     path = str(registry.resolve(model))
@@ -35,10 +35,10 @@ def bare_faster_whisper(model: str, rows: list, threads: int) -> dict:
     load = time.perf_counter() - t0
     hyps, t0 = [], time.perf_counter()
     for row in rows:
-        segments, _ = fw.transcribe(str(row.audio), beam_size=5, language=row.language)
+        segments, _ = fw.transcribe(str(row.audio), beam_size=BEAM_SIZE, language=row.language)
         hyps.append(" ".join(s.text.strip() for s in segments))
     wall = time.perf_counter() - t0
-    return {"hyps": hyps, "wall_s": wall, "load_s": load, "peak_mb": _memory_mb()[1]}
+    return {"hyps": hyps, "wall_s": wall, "load_s": load, "peak_mb": memory_mb()[1]}
 
 
 def main() -> None:

@@ -28,7 +28,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load_manifest, machine
+from _common import load_manifest, machine, setting_argument
+
+from whisperops.engine import DecodeOptions
 
 FLOW_MODULE = "whisperops.flows.transcription"
 
@@ -120,7 +122,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--limit", type=int, default=0, help="Only the first N clips (0: all 41).")
     ap.add_argument("--threads-bare", type=int, default=2)
-    ap.add_argument("--beam-size", type=int, default=5)
+    setting_argument(ap, DecodeOptions, "beam_size", "--beam-size", type=int)
     ap.add_argument("--shard-size", type=int, default=0, help="flow x2 items per task (0: the flow's default).")
     ap.add_argument("--batched", type=int, default=0, help="Also run flow x2 with this batch size (e.g. 8).")
     args = ap.parse_args()

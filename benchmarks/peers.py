@@ -26,7 +26,7 @@ from multiprocessing import get_context
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, SHARED_SPEECH, load_manifest, machine
+from _common import BEAM_SIZE, ROOT, SHARED_SPEECH, load_manifest, machine
 
 # Runtime -> settings, as shown in the table.
 RUNTIMES: dict[str, str] = {
@@ -40,9 +40,9 @@ RUNTIMES: dict[str, str] = {
 
 
 def _peak_mb() -> float:
-    from whisperops.evaluation.compare import _memory_mb
+    from whisperops.evaluation.compare import memory_mb
 
-    return _memory_mb()[1]
+    return memory_mb()[1]
 
 
 def _language(model: str, row: dict) -> str | None:
@@ -87,7 +87,9 @@ def run_runtime(runtime: str, model: str, paths: dict[str, str], rows: list[dict
             fw = WhisperModel(paths["ct2"], device="cpu", compute_type="int8", cpu_threads=threads)
 
             def transcribe(row: dict) -> str:
-                segments, _ = fw.transcribe(audio[str(row["path"])], beam_size=5, language=_language(model, row))
+                segments, _ = fw.transcribe(
+                    audio[str(row["path"])], beam_size=BEAM_SIZE, language=_language(model, row)
+                )
                 return " ".join(s.text.strip() for s in segments)
 
             return transcribe
@@ -98,7 +100,7 @@ def run_runtime(runtime: str, model: str, paths: dict[str, str], rows: list[dict
         def load():
             m = whisper.load_model(paths["openai"], device="cpu")
             return lambda row: m.transcribe(
-                audio[str(row["path"])], fp16=False, beam_size=5, language=_language(model, row) or "en"
+                audio[str(row["path"])], fp16=False, beam_size=BEAM_SIZE, language=_language(model, row) or "en"
             )["text"]
 
     elif runtime == "whisper.cpp":

@@ -31,6 +31,11 @@ from pathlib import Path
 
 import httpx
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import setting_argument
+
+from whisperops.engine import DecodeOptions
+
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_MANIFEST = ROOT.parent / "shared" / "data" / "speech" / "manifest.jsonl"
 
@@ -244,7 +249,7 @@ def main() -> None:
     p.add_argument("--max-queue", type=int, default=8)
     p.add_argument("--threads", type=int, default=0, help="server: CPU threads per decode (0: CTranslate2's default)")
     p.add_argument("--engine-threads", type=int, default=0, help="engine alone: CPU threads (0: default, all cores)")
-    p.add_argument("--beam-size", type=int, default=5)
+    setting_argument(p, DecodeOptions, "beam_size", "--beam-size", type=int)
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     clips = load_clips(args.manifest)

@@ -17,7 +17,9 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PeakRSS, load_manifest, machine
+from _common import PeakRSS, load_manifest, machine, setting_argument
+
+from whisperops.engine import DecodeOptions
 
 
 def run_bare(model_dir: str, rows: list[dict], args: argparse.Namespace) -> dict:
@@ -49,7 +51,7 @@ def main() -> None:
     parser.add_argument("--model", default="tiny.en")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--beam-size", type=int, default=5)
+    setting_argument(parser, DecodeOptions, "beam_size", "--beam-size", type=int)
     parser.add_argument("--compute-type", default="int8")
     parser.add_argument("--vad", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--limit", type=int, default=0, help="first N clips only (0: all)")

@@ -149,7 +149,7 @@ def test_evaluation_flow_card(tmp_path: Path, shared_speech: Path) -> None:
 
 
 def test_model_specs_labels_and_duplicates(tmp_path: Path) -> None:
-    from whisperops.evaluation.compare import ModelSpec, _unique_specs
+    from whisperops.evaluation.compare import ModelSpec, unique_specs
 
     assert ModelSpec.parse("tuned=out/ct2") == ModelSpec("tuned", "out/ct2")
     assert ModelSpec.parse("Systran/faster-whisper-small") == ModelSpec(
@@ -158,7 +158,7 @@ def test_model_specs_labels_and_duplicates(tmp_path: Path) -> None:
     odd = tmp_path / "a=b"
     odd.mkdir()
     assert ModelSpec.parse(str(odd)).model == str(odd)  # an existing path is never split
-    assert [s.name for s in _unique_specs(["tiny.en", "tiny.en", "base"])] == ["tiny.en", "tiny.en#2", "base"]
+    assert [s.name for s in unique_specs(["tiny.en", "tiny.en", "base"])] == ["tiny.en", "tiny.en#2", "base"]
 
 
 def test_scoring_leaves_rows_failed_anywhere_out_of_every_model(tmp_path: Path) -> None:

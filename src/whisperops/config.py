@@ -19,6 +19,18 @@ def setting(default: Any = dataclasses.MISSING, *, help: str, factory: Callable[
     return dataclasses.field(default=default, metadata=metadata)
 
 
+def same_as(cls: type, name: str, *, default: Any = dataclasses.MISSING, help: str | None = None) -> Any:
+    """A setting that repeats ``cls.name``'s default and help unless told otherwise.
+
+    For a field that means the same as another class's (an evaluation's beam size is a decoding beam
+    size), so a change to the original reaches both.
+    """
+    return setting(
+        default_of(cls, name) if default is dataclasses.MISSING else default,
+        help=help_of(cls, name) if help is None else help,
+    )
+
+
 def _field(cls: type, name: str) -> dataclasses.Field:
     try:
         return cls.__dataclass_fields__[name]  # type: ignore[attr-defined]
@@ -37,6 +49,7 @@ def default_of(cls: type, name: str) -> Any:
 
 
 def help_of(cls: type, name: str) -> str:
+    """The help text declared on ``cls.name``."""
     return _field(cls, name).metadata.get("help", "")
 
 
@@ -52,4 +65,4 @@ def describe(cls: type) -> list[dict[str, Any]]:
     return rows
 
 
-__all__ = ["default_of", "describe", "help_of", "setting"]
+__all__ = ["default_of", "describe", "help_of", "same_as", "setting"]

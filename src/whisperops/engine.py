@@ -34,7 +34,7 @@ LONG_FORM_WINDOW_S = 1800.0
 class DecodeOptions:
     """How to decode. Defaults match faster-whisper's, except that VAD is on (no text from silence)."""
 
-    language: str | None = setting(None, help="Language code or name; None (or auto) detects it.")
+    language: str | None = setting("auto", help="Language code, or auto to detect it (None detects too).")
     task: str = setting("transcribe", help="transcribe, or translate (to English; multilingual models).")
     beam_size: int = setting(5, help="Beam width (1 = greedy).")
     vad_filter: bool = setting(True, help="Skip non-speech with Silero VAD.")

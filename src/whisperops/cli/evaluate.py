@@ -7,6 +7,10 @@ from pathlib import Path
 import typer
 
 from whisperops.cli.app import app, console, err_console
+from whisperops.cli.options import option
+from whisperops.config import default_of
+from whisperops.engine import EngineConfig
+from whisperops.evaluation.compare import EvalSettings
 
 EXIT_SOME_FAILED = 1
 
@@ -17,29 +21,30 @@ def evaluate_cmd(
         ..., "--manifest", "-d", help="JSONL manifest, audiofolder CSV (file_name,transcription), or a folder."
     ),
     models: list[str] = typer.Option(
-        ["tiny.en"], "--model", "-m", help="Repeat for each model; the first is the baseline. NAME=DIR labels a dir."
+        [default_of(EngineConfig, "model")],
+        "--model",
+        "-m",
+        help="Repeat for each model; the first is the baseline. NAME=DIR labels a dir.",
     ),
     json_out: Path | None = typer.Option(None, "--json", help="Write every number and utterance as JSON here."),
     html_out: Path | None = typer.Option(None, "--html", help="Write the trade-off report (table, plots) here."),
     skip_bad: bool = typer.Option(False, "--skip-bad", help="Leave bad rows out (counted) instead of stopping."),
-    normalize: bool = typer.Option(True, "--normalize/--no-normalize", help="Whisper's text normaliser first."),
-    language: str | None = typer.Option(None, "--language", "-l", help="Force a language (default: each row's)."),
-    beam_size: int = typer.Option(5, "--beam-size", help="Beam width (1 = greedy)."),
-    vad: bool = typer.Option(False, "--vad/--no-vad", help="Silero VAD before decoding (off, like faster-whisper)."),
-    batch_size: int = typer.Option(0, "--batch-size", help="> 1: batched inference over VAD chunks."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    compute_type: str = typer.Option("auto", "--compute-type", help="auto (int8 CPU / float16 GPU), or any CT2 type."),
-    threads: int = typer.Option(0, "--threads", help="CPU threads for decoding (0: CTranslate2's default)."),
+    normalize: bool = option(EvalSettings, "normalize", "--normalize/--no-normalize"),
+    language: str | None = option(EvalSettings, "language", "--language", "-l"),
+    beam_size: int = option(EvalSettings, "beam_size", "--beam-size"),
+    vad: bool = option(EvalSettings, "vad_filter", "--vad/--no-vad"),
+    batch_size: int = option(EvalSettings, "batch_size", "--batch-size"),
+    device: str = option(EvalSettings, "device", "--device"),
+    compute_type: str = option(EvalSettings, "compute_type", "--compute-type"),
+    threads: int = option(EvalSettings, "cpu_threads", "--threads"),
     limit: int = typer.Option(0, "--limit", help="Only the first N rows (0: all)."),
     worst: int = typer.Option(5, "--worst", help="How many worst utterances to show per model."),
-    isolate: bool = typer.Option(
-        True, "--isolate/--in-process", help="Each model in a fresh process, so peak memory is its own."
-    ),
+    isolate: bool = option(EvalSettings, "isolate", "--isolate/--in-process"),
 ) -> None:
     """Compare models on a dataset: WER, CER, S/D/I, speed (audio s per wall s), peak memory, WER vs first."""
     from whisperops.data.manifest import load_dataset
     from whisperops.engine import DecodeOptions
-    from whisperops.evaluation.compare import EvalSettings, compare
+    from whisperops.evaluation.compare import compare
 
     # Validate decoding options before the dataset is probed and any model loads.
     DecodeOptions(language=language, beam_size=beam_size, batch_size=batch_size)
@@ -88,14 +93,10 @@ def evaluate_cmd(
         raise typer.Exit(EXIT_SOME_FAILED)
 
 
-def _pct(value: float | None, signed: bool = False) -> str:
-    if value is None:
-        return "-"
-    return f"{value * 100:+.1f}%" if signed else f"{value * 100:.2f}%"
-
-
 def print_table(result, worst: int = 5) -> None:
     from rich.table import Table
+
+    from whisperops.evaluation.metrics import pct
 
     table = Table(title=f"evaluation on {result.dataset.get('scored_rows', 0)} utterances")
     for col in ("model", "WER", "CER", "S/D/I", "WER vs first", "speed", "peak MB", "model MB", "load s"):
@@ -106,10 +107,10 @@ def print_table(result, worst: int = 5) -> None:
             continue
         table.add_row(
             m.name,
-            _pct(m.wer),
-            _pct(m.cer),
+            pct(m.wer),
+            pct(m.cer),
             f"{m.substitutions}/{m.deletions}/{m.insertions}",
-            "baseline" if m is result.models[0] else _pct(m.wer_rel, signed=True),
+            "baseline" if m is result.models[0] else pct(m.wer_rel, signed=True),
             f"{m.speed_x:.1f}x" if m.speed_x else "-",
             f"{m.peak_mb:.0f}",
             f"{m.model_mb:.0f}",

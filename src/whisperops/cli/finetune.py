@@ -86,13 +86,14 @@ def finetune_cmd(
             console.print(outcome.logs[-3000:], markup=False, highlight=False)
             raise JobError(f"job {outcome.job_id} {outcome.status}; see ray job logs {outcome.job_id}")
         return
+    from whisperops.evaluation.metrics import pct
     from whisperops.training.run import finetune
 
     # soft_wrap: the command must stay copy-pasteable, not broken at the terminal width.
     console.print(f"TensorBoard: tensorboard --logdir {output.resolve() / 'run' / 'tensorboard'}", soft_wrap=True)
     result = finetune(cfg)
     console.print(
-        f"best checkpoint: step {result.best_step}, eval WER {_pct(result.best_eval_wer)} ({result.best_checkpoint})",
+        f"best checkpoint: step {result.best_step}, eval WER {pct(result.best_eval_wer)} ({result.best_checkpoint})",
         soft_wrap=True,
     )
     if result.registered_name:
@@ -101,10 +102,6 @@ def finetune_cmd(
             soft_wrap=True,
         )
     console.print(f"wrote {result.output / 'finetune.json'} in {result.wall_s:.0f} s", soft_wrap=True)
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.1f}%"
 
 
 @recipe_app.command("banking")

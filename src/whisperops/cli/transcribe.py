@@ -21,7 +21,7 @@ def transcribe_cmd(
     model: str = option(EngineConfig, "model", "--model", "-m"),
     output_dir: Path = typer.Option(Path("transcripts"), "--output-dir", "-o", help="Where outputs go."),
     formats: str = typer.Option("txt,srt,vtt,json", "--formats", "-f", help="Comma list of txt,srt,vtt,tsv,json|all."),
-    language: str = typer.Option("auto", "--language", "-l", help="Language code, or auto to detect."),
+    language: str = option(DecodeOptions, "language", "--language", "-l"),
     task: str = option(DecodeOptions, "task", "--task"),
     beam_size: int = option(DecodeOptions, "beam_size", "--beam-size"),
     batch_size: int = option(DecodeOptions, "batch_size", "--batch-size"),

@@ -25,7 +25,9 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
+from whisperops.config import same_as, setting
 from whisperops.data.manifest import Utterance
+from whisperops.engine import DecodeOptions, EngineConfig
 from whisperops.errors import WhisperOpsError
 from whisperops.evaluation.metrics import CorpusScore, relative_change, score
 
@@ -34,18 +36,23 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class EvalSettings:
-    """Decoding and measuring settings shared by every model in a comparison."""
+    """Decoding and measuring settings shared by every model in a comparison.
 
-    beam_size: int = 5
-    language: str | None = None  # None: each row's language, else detect; a code forces it
-    vad_filter: bool = False  # faster-whisper's default, so numbers compare with bare faster-whisper
-    batch_size: int = 0
-    compute_type: str = "auto"  # int8 on CPU
-    device: str = "auto"
-    cpu_threads: int = 0
-    normalize: bool = True
-    isolate: bool = True  # each model in a fresh process (honest peak memory)
-    condition_on_previous_text: bool = True
+    Decoding settings repeat :class:`~whisperops.engine.DecodeOptions` and
+    :class:`~whisperops.engine.EngineConfig` except where an evaluation differs on purpose: VAD is
+    off, as in bare faster-whisper, so the numbers compare with it.
+    """
+
+    beam_size: int = same_as(DecodeOptions, "beam_size")
+    language: str | None = setting(None, help="Force a language (default: each row's, else detected).")
+    vad_filter: bool = setting(False, help="Silero VAD before decoding (off, like bare faster-whisper).")
+    batch_size: int = same_as(DecodeOptions, "batch_size")
+    compute_type: str = same_as(EngineConfig, "compute_type")
+    device: str = same_as(EngineConfig, "device")
+    cpu_threads: int = same_as(EngineConfig, "cpu_threads")
+    normalize: bool = setting(True, help="Whisper's text normaliser before scoring.")
+    isolate: bool = setting(True, help="Each model in a fresh process, so its peak memory is its own.")
+    condition_on_previous_text: bool = same_as(DecodeOptions, "condition_on_previous_text")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -150,8 +157,12 @@ def machine_info() -> dict[str, Any]:
     return {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()}
 
 
-def _memory_mb() -> tuple[float, float]:
-    """(current RSS, peak RSS) of this process in MiB; /proc where it exists, else getrusage."""
+def memory_mb() -> tuple[float, float]:
+    """(current RSS, peak RSS) of this process in MiB; /proc where it exists, else getrusage.
+
+    The peak is the kernel's high-water mark (``VmHWM``), so it includes memory freed since: read it
+    in a process that ran one model only.
+    """
     try:
         fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
         return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
@@ -174,9 +185,9 @@ def run_model(
     """
     import faster_whisper  # noqa: F401  (in the baseline: the runtime, not the model)
 
-    from whisperops.engine import DecodeOptions, Engine
+    from whisperops.engine import Engine
 
-    baseline_mb, _ = _memory_mb()
+    baseline_mb, _ = memory_mb()
     try:
         engine = Engine(
             spec.model,
@@ -216,7 +227,7 @@ def run_model(
         hypotheses.append(hyp)
         if on_utterance is not None:
             on_utterance(hyp)
-    _, peak_mb = _memory_mb()
+    _, peak_mb = memory_mb()
     return RunResult(
         spec.name,
         spec.model,
@@ -316,7 +327,7 @@ def compare(
 ) -> Comparison:
     """Evaluate ``models`` one after the other on ``rows``; the first is the baseline."""
     settings = settings or EvalSettings()
-    specs = _unique_specs(models)
+    specs = unique_specs(models)
     runs: list[RunResult] = []
     for spec in specs:
         log.info("evaluating %s on %d utterances", spec.name, len(rows))
@@ -327,7 +338,8 @@ def compare(
     return score_runs(runs, rows, settings, dataset)
 
 
-def _unique_specs(models: Sequence[str | ModelSpec]) -> list[ModelSpec]:
+def unique_specs(models: Sequence[str | ModelSpec]) -> list[ModelSpec]:
+    """Parse ``models`` into :class:`ModelSpec`, renaming repeats ``NAME#2``, ``NAME#3`` so results never collide."""
     specs = [m if isinstance(m, ModelSpec) else ModelSpec.parse(m) for m in models]
     seen: dict[str, int] = {}
     for spec in specs:

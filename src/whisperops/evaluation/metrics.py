@@ -250,3 +250,13 @@ def relative_change(value: float, baseline: float) -> float | None:
     if baseline == 0:
         return None if value != 0 else 0.0
     return (value - baseline) / baseline
+
+
+def pct(value: float | None, signed: bool = False) -> str:
+    """A rate as a percentage for tables: ``0.0797`` -> ``7.97%``.
+
+    ``signed`` formats a change (``-43.0%``); None (no value, e.g. a failed model) is ``-``.
+    """
+    if value is None:
+        return "-"
+    return f"{value * 100:+.1f}%" if signed else f"{value * 100:.2f}%"

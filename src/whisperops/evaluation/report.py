@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from whisperops.evaluation.compare import Comparison, ModelResult
-from whisperops.evaluation.metrics import AlignedWord, UtteranceScore
+from whisperops.evaluation.metrics import AlignedWord, UtteranceScore, pct
 from whisperops.paths import atomic_write_text
 
 COLUMNS = (
@@ -31,12 +31,6 @@ COLUMNS = (
 )
 
 
-def _pct(value: float | None, signed: bool = False) -> str:
-    if value is None:
-        return "-"
-    return f"{value * 100:+.1f}%" if signed else f"{value * 100:.2f}%"
-
-
 def table_rows(result: Comparison) -> list[list[str]]:
     """The comparison table as strings, one row per model (``COLUMNS`` order)."""
     rows = []
@@ -47,12 +41,12 @@ def table_rows(result: Comparison) -> list[list[str]]:
         rows.append(
             [
                 m.name,
-                _pct(m.wer),
-                _pct(m.cer),
+                pct(m.wer),
+                pct(m.cer),
                 str(m.substitutions),
                 str(m.deletions),
                 str(m.insertions),
-                "baseline" if i == 0 else _pct(m.wer_rel, signed=True),
+                "baseline" if i == 0 else pct(m.wer_rel, signed=True),
                 f"{m.speed_x:.1f}x" if m.speed_x else "-",
                 f"{m.peak_mb:.0f}",
                 f"{m.model_mb:.0f}",

@@ -9,6 +9,7 @@ from __future__ import annotations
 import getpass
 import os
 from pathlib import Path
+from typing import Any
 
 FLOW_NAME = "TranscriptionFlow"
 FLOW_FILE = Path(__file__).resolve().parent / "transcription.py"
@@ -44,6 +45,23 @@ def runtime_cwd() -> str:
         return os.getcwd()
     Path(sysroot).mkdir(parents=True, exist_ok=True)
     return sysroot
+
+
+def parameter(cls: type, name: str, flag: str, **kwargs: Any) -> Any:
+    """A Metaflow ``Parameter`` with ``cls.name``'s declared default and help (the flow's ``--flag``).
+
+    Like :func:`whisperops.cli.options.option` for the CLI: the flow never restates a default, and
+    ``.setting`` records the binding for the test that checks every flow and CLI default.
+    """
+    from metaflow import Parameter
+
+    from whisperops.config import default_of, help_of
+
+    default = default_of(cls, name)
+    # Metaflow parameters have no None; "" is how a flow says "not given".
+    param = Parameter(flag, default="" if default is None else default, help=help_of(cls, name), **kwargs)
+    param.setting = (cls, name)
+    return param
 
 
 def apply_metaflow_env() -> None:

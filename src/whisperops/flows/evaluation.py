@@ -14,6 +14,8 @@ when the tasks overlapped in time. Results: ``Flow("EvaluationFlow").latest_succ
 (the same dict as ``whisperops evaluate --json``).
 """
 
+import json
+
 # isort: split
 # Sets Metaflow's environment defaults (user name) before metaflow is imported.
 import whisperops.flows  # noqa: F401
@@ -21,22 +23,30 @@ import whisperops.flows  # noqa: F401
 # isort: split
 from metaflow import FlowSpec, Parameter, card, current, step
 
+from whisperops.config import default_of
+from whisperops.engine import EngineConfig
+from whisperops.evaluation.compare import EvalSettings
+from whisperops.flows import parameter
+
 
 class EvaluationFlow(FlowSpec):
     """Validate the dataset, evaluate every model in parallel tasks, then score and report them together."""
 
     manifest = Parameter("manifest", required=True, help="JSONL manifest, audiofolder CSV, or a folder.")
     models = Parameter(
-        "models", default='["tiny.en"]', help="JSON list (or comma list) of models; the first is the baseline."
+        "models",
+        default=json.dumps([default_of(EngineConfig, "model")]),
+        help="JSON list (or comma list) of models; the first is the baseline.",
     )
     skip_bad = Parameter("skip-bad", type=bool, default=False, help="Leave bad rows out (counted) instead of failing.")
-    normalize = Parameter("normalize", type=bool, default=True, help="Whisper's text normaliser before scoring.")
-    language = Parameter("language", default="", help="Force a language (default: each row's).")
-    beam_size = Parameter("beam-size", type=int, default=5, help="Beam width (1 = greedy).")
-    vad = Parameter("vad", type=bool, default=False, help="Silero VAD before decoding.")
-    compute_type = Parameter("compute-type", default="auto", help="auto (int8 CPU / float16 GPU) or a CT2 type.")
-    device = Parameter("device", default="auto", help="auto, cpu or cuda.")
-    threads = Parameter("threads", type=int, default=0, help="CPU threads per model (0: CTranslate2's default).")
+    normalize = parameter(EvalSettings, "normalize", "normalize", type=bool)
+    language = parameter(EvalSettings, "language", "language")
+    beam_size = parameter(EvalSettings, "beam_size", "beam-size", type=int)
+    vad = parameter(EvalSettings, "vad_filter", "vad", type=bool)
+    batch_size = parameter(EvalSettings, "batch_size", "batch-size", type=int)
+    compute_type = parameter(EvalSettings, "compute_type", "compute-type")
+    device = parameter(EvalSettings, "device", "device")
+    threads = parameter(EvalSettings, "cpu_threads", "threads", type=int)
     limit = Parameter("limit", type=int, default=0, help="Only the first N rows (0: all).")
     worst = Parameter("worst", type=int, default=5, help="Worst utterances shown per model on the card.")
 
@@ -44,7 +54,7 @@ class EvaluationFlow(FlowSpec):
     def start(self):
         """Load and validate the dataset once; fan out one task per model."""
         from whisperops.data.manifest import load_dataset
-        from whisperops.evaluation.compare import EvalSettings, ModelSpec, _unique_specs
+        from whisperops.evaluation.compare import ModelSpec, unique_specs
 
         dataset = load_dataset(self.manifest, skip_bad=self.skip_bad)
         rows = list(dataset)[: self.limit] if self.limit > 0 else list(dataset)
@@ -54,13 +64,14 @@ class EvaluationFlow(FlowSpec):
             beam_size=self.beam_size,
             language=self.language or None,
             vad_filter=self.vad,
+            batch_size=self.batch_size,
             compute_type=self.compute_type,
             device=self.device,
             cpu_threads=self.threads,
             normalize=self.normalize,
             isolate=False,  # each task is already a fresh process
         ).to_dict()
-        self.specs = [(s.name, s.model) for s in _unique_specs([ModelSpec.parse(m) for m in parse_models(self.models)])]
+        self.specs = [(s.name, s.model) for s in unique_specs([ModelSpec.parse(m) for m in parse_models(self.models)])]
         for bad in dataset.skipped:
             print(f"skipped: {bad}")
         print(f"{len(rows)} utterances, {len(self.specs)} models: {', '.join(n for n, _ in self.specs)}")
@@ -130,8 +141,6 @@ class EvaluationFlow(FlowSpec):
 
 def parse_models(value: str) -> list[str]:
     """A JSON list of model specs, or a comma-separated list."""
-    import json
-
     from whisperops.errors import OptionError
 
     text = (value or "").strip()

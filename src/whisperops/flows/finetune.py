@@ -140,6 +140,7 @@ class FineTuneFlow(FlowSpec):
         """Base vs tuned per set, loss/WER curves and worst utterances on the card; ``summary`` artifact."""
         from metaflow.cards import Image, Markdown, Table
 
+        from whisperops.evaluation.metrics import pct
         from whisperops.training import report
 
         comparisons = self._comparisons()
@@ -151,7 +152,7 @@ class FineTuneFlow(FlowSpec):
             Markdown(
                 f"# Fine-tuning {self.model} → `{self.tuned_model}`\n\n"
                 f"{ft['data']['train']['rows']} training clips, {ft['data']['max_steps']} steps, "
-                f"best checkpoint at step {ft['best_step']} (eval WER {_pct(ft['best_eval_wer'])}); "
+                f"best checkpoint at step {ft['best_step']} (eval WER {pct(ft['best_eval_wer'])}); "
                 f"training + export took {ft['wall_s']:.0f} s"
             )
         )
@@ -167,10 +168,12 @@ class FineTuneFlow(FlowSpec):
     @step
     def end(self):
         """Print the table; say where the model and the results are."""
+        from whisperops.evaluation.metrics import pct
+
         for key, s in self.summary.items():
             print(
-                f"{key}: WER {_pct(s['base_wer'])} -> {_pct(s['tuned_wer'])} ({_pct(s['wer_relative_change'], True)}), "
-                f"CER {_pct(s['base_cer'])} -> {_pct(s['tuned_cer'])}"
+                f"{key}: WER {pct(s['base_wer'])} -> {pct(s['tuned_wer'])} ({pct(s['wer_relative_change'], True)}), "
+                f"CER {pct(s['base_cer'])} -> {pct(s['tuned_cer'])}"
             )
         print(f"tuned model: whisperops transcribe --model {self.tuned_model}")
         print(f"read them: Flow('{current.flow_name}')['{current.run_id}'].data.summary, or `card view report`")
@@ -211,12 +214,6 @@ class FineTuneFlow(FlowSpec):
                 runs, [Utterance.from_dict(r) for r in rows], self._settings(), {"source": self.sources[key]}
             )
         return out
-
-
-def _pct(value, signed: bool = False) -> str:
-    if value is None:
-        return "-"
-    return f"{value * 100:+.1f}%" if signed else f"{value * 100:.2f}%"
 
 
 if __name__ == "__main__":

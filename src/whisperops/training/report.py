@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from whisperops.evaluation.compare import Comparison
-from whisperops.evaluation.metrics import relative_change
+from whisperops.evaluation.metrics import pct, relative_change
 
 TABLE_COLUMNS = (
     "set",
@@ -23,12 +23,6 @@ TABLE_COLUMNS = (
     "tuned CER",
     "CER change",
 )
-
-
-def _pct(value: float | None, signed: bool = False) -> str:
-    if value is None:
-        return "-"
-    return f"{value * 100:+.1f}%" if signed else f"{value * 100:.2f}%"
 
 
 def curves(history: Sequence[dict[str, Any]]) -> dict[str, list[tuple[int, float]]]:
@@ -111,12 +105,12 @@ def table_rows(comparisons: dict[str, Comparison]) -> list[list[str]]:
             [
                 name,
                 str(s["utterances"]),
-                _pct(s["base_wer"]) if not s["base_error"] else f"failed: {s['base_error']}",
-                _pct(s["tuned_wer"]) if not s["tuned_error"] else f"failed: {s['tuned_error']}",
-                _pct(s["wer_relative_change"], signed=True),
-                _pct(s["base_cer"]),
-                _pct(s["tuned_cer"]),
-                _pct(s["cer_relative_change"], signed=True),
+                pct(s["base_wer"]) if not s["base_error"] else f"failed: {s['base_error']}",
+                pct(s["tuned_wer"]) if not s["tuned_error"] else f"failed: {s['tuned_error']}",
+                pct(s["wer_relative_change"], signed=True),
+                pct(s["base_cer"]),
+                pct(s["tuned_cer"]),
+                pct(s["cer_relative_change"], signed=True),
             ]
         )
     return rows
