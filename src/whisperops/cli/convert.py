@@ -7,6 +7,8 @@ from pathlib import Path
 import typer
 
 from whisperops.cli.app import app, console
+from whisperops.cli.options import option
+from whisperops.models.convert import ConvertOptions
 
 
 @app.command("convert")
@@ -14,10 +16,8 @@ def convert_cmd(
     model: str = typer.Argument(..., help="Registry name (tiny.en, base, a registered name) or a model directory."),
     to: str = typer.Option(..., "--to", help="Target runtime: hf, ct2, openai or ggml."),
     output: Path = typer.Option(..., "--output", "-o", help="Directory to write (replaced if it exists)."),
-    quantization: str = typer.Option(
-        "float16", "--quantization", "-q", help="ct2: float16, int8, ...; hf: float16 (as stored) or float32."
-    ),
-    name: str | None = typer.Option(None, "--name", help="Register the result under this name (default: dir name)."),
+    quantization: str = option(ConvertOptions, "quantization", "--quantization", "-q"),
+    name: str | None = option(ConvertOptions, "name", "--name"),
 ) -> None:
     """Convert a Whisper model and register it, so --model NAME finds it.
 

@@ -7,6 +7,9 @@ from pathlib import Path
 import typer
 
 from whisperops.cli.app import app, console
+from whisperops.cli.options import option
+from whisperops.config import default_of
+from whisperops.data.synth import SynthOptions
 
 data_app = typer.Typer(help="Make labelled speech data offline: synthesis, augmentation, domain text.")
 app.add_typer(data_app, name="data")
@@ -16,18 +19,16 @@ app.add_typer(data_app, name="data")
 def synth_cmd(
     texts: Path = typer.Option(..., "--texts", help="Text file: one sentence per line (or WRITTEN<TAB>SPOKEN)."),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for clips/ and manifest.jsonl."),
-    voices: str = typer.Option("piper:joe", "--voices", help="Comma list: piper:joe, espeak:en-us, espeak:en-gb..."),
-    augment: str = typer.Option(
-        "clean", "--augment", help="Comma list of conditions: clean, speed:F, noise:SNR_DB, telephone; chain with +."
-    ),
-    seed: int = typer.Option(0, "--seed", help="Seed for noise (same seed, same clips)."),
+    voices: str = option(SynthOptions, "voices", "--voices"),
+    augment: str = option(SynthOptions, "augment", "--augment"),
+    seed: int = option(SynthOptions, "seed", "--seed"),
 ) -> None:
     """Speak each line once (voices and conditions round-robin) into 16 kHz WAVs plus manifest.jsonl."""
     from whisperops.data.synth import parse_augmentation, parse_list, read_texts, synthesize
 
     lines = read_texts(texts)
-    voice_list = parse_list(voices, ["piper:joe"])
-    aug_list = parse_list(augment, ["clean"])
+    voice_list = parse_list(voices, [default_of(SynthOptions, "voices")])
+    aug_list = parse_list(augment, [default_of(SynthOptions, "augment")])
     for a in aug_list:
         parse_augmentation(a)  # fail on a typo before speaking anything
     with console.status(f"synthesising {len(lines)} clips") as status:

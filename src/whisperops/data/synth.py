@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from whisperops.config import setting
 from whisperops.errors import OptionError, WhisperOpsError
 from whisperops.paths import atomic_write_text
 
@@ -34,6 +35,17 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 MANIFEST = "manifest.jsonl"
+
+
+@dataclass
+class SynthOptions:
+    """Which voices and conditions :func:`synthesize` cycles through (``whisperops data synth``'s options)."""
+
+    voices: str = setting("piper:joe", help="Comma list: piper:joe, espeak:en-us, espeak:en-gb...")
+    augment: str = setting(
+        "clean", help="Comma list of conditions: clean, speed:F, noise:SNR_DB, telephone; chain with +."
+    )
+    seed: int = setting(0, help="Seed for noise and prosody (same seed, same clips).")
 
 
 class SynthError(WhisperOpsError):
@@ -188,9 +200,9 @@ def _clip_id(text: str, voice: str, aug: str, seed: int) -> str:
 def synthesize(
     texts: Iterable[str],
     output: str | Path,
-    voices: Sequence[str] = ("piper:joe",),
-    augment: Sequence[str] = ("clean",),
-    seed: int = 0,
+    voices: Sequence[str] = (SynthOptions.voices,),
+    augment: Sequence[str] = (SynthOptions.augment,),
+    seed: int = SynthOptions.seed,
     extra: dict | None = None,
     on_clip: Callable[[int, int], None] | None = None,
 ) -> list[dict]:

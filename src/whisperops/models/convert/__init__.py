@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
+from whisperops.config import setting
 from whisperops.models import registry
 from whisperops.models.convert.common import ConversionError, resolve_source
 from whisperops.models.convert.hf import QUANTIZATIONS, cached_ct2, convert_ct2_to_hf, convert_hf_to_ct2
@@ -19,10 +21,20 @@ log = logging.getLogger(__name__)
 
 TARGETS = ("hf", "ct2", "openai", "ggml")
 
+
+@dataclass
+class ConvertOptions:
+    """How :func:`convert` writes and registers its result (``whisperops convert``'s options)."""
+
+    quantization: str = setting("float16", help="ct2: float16, int8, ...; hf: float16 (as stored) or float32.")
+    name: str | None = setting(None, help="Register the result under this name (default: the output folder's name).")
+
+
 __all__ = [
     "QUANTIZATIONS",
     "TARGETS",
     "ConversionError",
+    "ConvertOptions",
     "cached_ct2",
     "convert",
     "convert_ct2_to_hf",
@@ -67,8 +79,8 @@ def convert(
     model: str | Path,
     to: str,
     output_dir: str | Path,
-    quantization: str = "float16",
-    name: str | None = None,
+    quantization: str = ConvertOptions.quantization,
+    name: str | None = ConvertOptions.name,
 ) -> Path:
     """Convert ``model`` to runtime ``to`` in ``output_dir`` and register it as ``name`` (default: the
     directory's name). Returns the directory (hf, ct2) or file (openai, ggml) written.
