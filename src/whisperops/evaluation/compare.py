@@ -19,9 +19,7 @@ import os
 import resource
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -243,6 +241,9 @@ def run_model(
 
 
 def _run_isolated(spec: ModelSpec, rows: Sequence[Utterance], settings: EvalSettings) -> RunResult:
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
     # spawn, not fork: a forked child inherits the parent's pages (and any model it loaded) in its RSS.
     with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
         return pool.submit(run_model, spec, list(rows), settings).result()
