@@ -12,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import inspect
-import pkgutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -82,47 +81,23 @@ def _cli_problems() -> tuple[list[str], int]:
     return problems, checked
 
 
-def _flows() -> Iterator[type]:
-    import whisperops.flows
-
-    # isort: split
-    from metaflow import FlowSpec
-
-    for info in pkgutil.iter_modules(whisperops.flows.__path__, "whisperops.flows."):
-        module = importlib.import_module(info.name)
-        for obj in vars(module).values():
-            if (
-                inspect.isclass(obj)
-                and issubclass(obj, FlowSpec)
-                and obj is not FlowSpec
-                and obj.__module__ == info.name
-            ):
-                yield obj
-
-
 def _flow_problems() -> tuple[list[str], int]:
-    from metaflow import Parameter
+    from whisperops.flows import flow_classes, flow_parameters
 
     problems: list[str] = []
     checked = 0
-    for flow in _flows():
-        params = {attr: p for attr, p in vars(flow).items() if isinstance(p, Parameter)}
-        # vars(): a Parameter answers any attribute it lacks with a delayed value.
-        bound = {attr: vars(p)["setting"] for attr, p in params.items() if "setting" in vars(p)}
-        classes = {cls for cls, _ in bound.values()}
-        for attr, param in params.items():
-            where = f"{flow.__name__} --{param.name}"
-            targets = [bound[attr]] if attr in bound else _candidates({attr, param.name.replace("-", "_")}, classes)
-            # Metaflow keeps the declared keywords apart until the flow is initialised.
-            kwargs = vars(param).get("kwargs") or vars(param).get("_override_kwargs", {})
+    for flow in flow_classes():
+        params = flow_parameters(flow)
+        classes = {p["setting"][0] for p in params if p["setting"]}
+        for p in params:
+            where = f"{flow.__name__} --{p['name']}"
+            names = {p["attr"], p["name"].replace("-", "_")}
+            targets = [p["setting"]] if p["setting"] else _candidates(names, classes)
             for cls, name in targets:
                 checked += 1
-                default = kwargs.get("default")
-                declared = default_of(cls, name)
                 # A flow parameter cannot be None: "" is how it says "not given".
-                problems += _check(
-                    where, cls, name, None if default == "" and declared is None else default, kwargs.get("help")
-                )
+                default = None if p["default"] == "" and default_of(cls, name) is None else p["default"]
+                problems += _check(where, cls, name, default, p["help"] or None)
     return problems, checked
 
 

@@ -64,6 +64,55 @@ def parameter(cls: type, name: str, flag: str, **kwargs: Any) -> Any:
     return param
 
 
+def flow_classes() -> list[type]:
+    """Every ``FlowSpec`` defined in this package's modules (imports them, and so metaflow)."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    from metaflow import FlowSpec
+
+    flows = []
+    for info in pkgutil.iter_modules(__path__, f"{__name__}."):
+        module = importlib.import_module(info.name)
+        flows += [
+            obj
+            for obj in vars(module).values()
+            if inspect.isclass(obj) and issubclass(obj, FlowSpec) and obj.__module__ == info.name
+        ]
+    return flows
+
+
+def flow_parameters(flow: type) -> list[dict[str, Any]]:
+    """The Metaflow parameters of ``flow`` as declared: attribute, ``--name``, default, help, setting.
+
+    For the generated CLI reference and the settings test; ``setting`` is the ``(cls, name)`` that
+    :func:`parameter` bound, else None.
+    """
+    from metaflow import Parameter
+
+    rows = []
+    for attr, param in vars(flow).items():
+        if not isinstance(param, Parameter):
+            continue
+        # vars(), not getattr: a Parameter answers any attribute it lacks with a delayed value, and
+        # keeps its declared keywords apart until the flow is initialised.
+        state = vars(param)
+        kwargs = state.get("kwargs") or state.get("_override_kwargs") or {}
+        rows.append(
+            {
+                "attr": attr,
+                "name": param.name,
+                "default": kwargs.get("default"),
+                "help": kwargs.get("help") or "",
+                "type": kwargs.get("type"),
+                "required": bool(kwargs.get("required")),
+                "setting": state.get("setting"),
+            }
+        )
+    return rows
+
+
 def apply_metaflow_env() -> None:
     for key, value in metaflow_env_defaults().items():
         os.environ.setdefault(key, value)
