@@ -3,7 +3,7 @@
 Same settings on both sides (int8, beam 5, no VAD, language from the manifest, 2 threads), each run
 in a fresh process (peak memory = that process's VmHWM), runs interleaved ours/bare and repeated;
 WER is after Whisper's English normaliser (identical code on both sides). Prints a table and writes
-``benchmarks/results/evaluate.md``.
+``docs/benchmarks/results/evaluate.md`` (shown on the docs benchmarks page).
 
     flock /tmp/bench.lock .venv/bin/python benchmarks/evaluate_parity.py --models tiny.en base --repeats 3
 """
@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--manifest", type=Path, default=SHARED_SPEECH / "manifest.jsonl")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "evaluate.md")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "results" / "evaluate.md")
     args = parser.parse_args()
 
     from whisperops.data.manifest import load_dataset

@@ -6,7 +6,7 @@ faster-whisper, openai-whisper, whisper.cpp (pywhispercpp) and the transformers 
 peers read the weights that ``whisperops convert`` made from the same CTranslate2 float16 files
 (openai .pt, ggml, Hugging Face), so every runtime decodes the same network. Speed is audio seconds
 per wall second of transcription (model load excluded, reported apart); WER is after Whisper's
-English normaliser (whisperops.evaluation), identical for all. Writes ``benchmarks/results/peers.md``.
+English normaliser (whisperops.evaluation), identical for all. Writes ``docs/benchmarks/results/peers.md`` (shown on the docs benchmarks page).
 
     flock /tmp/bench.lock .venv/bin/python benchmarks/peers.py --models tiny.en base --repeats 1
 
@@ -172,7 +172,7 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=0, help="first N clips only (0: all)")
     parser.add_argument("--manifest", type=Path, default=SHARED_SPEECH / "manifest.jsonl")
     parser.add_argument("--cache", type=Path, default=ROOT / "build" / "peers")
-    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "peers.md")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "results" / "peers.md")
     args = parser.parse_args()
 
     from whisperops.evaluation.metrics import score

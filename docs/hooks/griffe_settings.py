@@ -1,21 +1,26 @@
-"""Griffe extension: a settings field's ``help=`` becomes its docstring in the Python reference.
+"""Griffe extension: docstrings read as the code means them, with one declaration per setting.
 
-Fields declared with ``whisperops.config.setting`` (or ``same_as``) carry their help as dataclass
-metadata, not as a docstring; reading it from the class at build time keeps one declaration.
+* A settings field (``whisperops.config.setting`` or ``same_as``) carries its help as dataclass
+  metadata, not as a docstring: its help becomes the field's docstring and its default the value
+  shown, both read from the class at build time.
+* The code's docstrings use Sphinx roles (``:class:`Transcript```); Markdown has none, so they
+  become plain code spans.
 """
 
 from __future__ import annotations
 
 import ast
 import importlib
+import re
 from typing import Any
 
 import griffe
 
 SETTING_CALLS = {"setting", "same_as"}
+SPHINX_ROLE = re.compile(r":(?:class|meth|func|attr|mod|data|exc|obj):`~?([^`]+)`")
 
 
-def _called_name(node: ast.AST) -> str | None:
+def _called_name(node: Any) -> str | None:
     if not isinstance(node, ast.Call):
         return None
     func = node.func
@@ -24,12 +29,19 @@ def _called_name(node: ast.AST) -> str | None:
 
 class SettingsHelp(griffe.Extension):
     def on_attribute_instance(self, *, node: Any, attr: griffe.Attribute, **kwargs: Any) -> None:
-        value = getattr(node, "value", None)
-        if _called_name(value) not in SETTING_CALLS or attr.docstring is not None or not attr.parent:
+        if _called_name(getattr(node, "value", None)) not in SETTING_CALLS or not attr.parent:
             return
-        from whisperops.config import help_of
+        from whisperops.config import default_of, help_of
 
-        cls_path = attr.parent.path
-        module, _, cls_name = cls_path.rpartition(".")
+        module, _, cls_name = attr.parent.path.rpartition(".")
         cls = getattr(importlib.import_module(module), cls_name)
-        attr.docstring = griffe.Docstring(help_of(cls, attr.name), parent=attr)
+        if attr.docstring is None:
+            attr.docstring = griffe.Docstring(help_of(cls, attr.name), parent=attr)
+        try:
+            attr.value = repr(default_of(cls, attr.name))
+        except AttributeError:  # no default: a required field
+            attr.value = None
+
+    def on_instance(self, *, obj: griffe.Object, **kwargs: Any) -> None:
+        if obj.docstring is not None:
+            obj.docstring.value = SPHINX_ROLE.sub(lambda m: f"`{m.group(1)}`", obj.docstring.value)
