@@ -3,7 +3,7 @@
 Same settings on both sides (int8, beam 5, no VAD, language from the manifest, 2 threads), each run
 in a fresh process (peak memory = that process's VmHWM), runs interleaved ours/bare and repeated;
 WER is after Whisper's English normaliser (identical code on both sides). Prints a table and writes
-``docs/benchmarks/results/evaluate.md`` (shown on the docs benchmarks page).
+``docs/benchmarks/results/evaluate.md``, which the docs' benchmarks page includes.
 
     flock /tmp/bench.lock .venv/bin/python benchmarks/evaluate_parity.py --models tiny.en base --repeats 3
 """

@@ -6,7 +6,8 @@ faster-whisper, openai-whisper, whisper.cpp (pywhispercpp) and the transformers 
 peers read the weights that ``whisperops convert`` made from the same CTranslate2 float16 files
 (openai .pt, ggml, Hugging Face), so every runtime decodes the same network. Speed is audio seconds
 per wall second of transcription (model load excluded, reported apart); WER is after Whisper's
-English normaliser (whisperops.evaluation), identical for all. Writes ``docs/benchmarks/results/peers.md`` (shown on the docs benchmarks page).
+English normaliser (whisperops.evaluation), identical for all. Writes
+``docs/benchmarks/results/peers.md``, which the docs' benchmarks page includes.
 
     flock /tmp/bench.lock .venv/bin/python benchmarks/peers.py --models tiny.en base --repeats 1
 

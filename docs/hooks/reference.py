@@ -241,9 +241,7 @@ def settings_page(cli: list[tuple[str, Any, dict]], flows: list[tuple[type, list
         for row in describe(cls):
             used = ", ".join(where.get((cls, row["name"]), []))
             default = _code(row["default"]) if row["default"] not in (None, "") else "`None`"
-            lines.append(
-                f"| `{row['name']}` | {_type(row['type'])} | {default} | {used} | {_cell(row['help'])} |"
-            )
+            lines.append(f"| `{row['name']}` | {_type(row['type'])} | {default} | {used} | {_cell(row['help'])} |")
         lines.append("")
     return "\n".join(lines)
 

@@ -32,7 +32,11 @@ LONG_FORM_WINDOW_S = 1800.0
 
 @dataclass
 class DecodeOptions:
-    """How to decode. Defaults match faster-whisper's, except that VAD is on (no text from silence)."""
+    """How to decode. Defaults match faster-whisper's, except that VAD is on (no text from silence).
+
+    Raises:
+        OptionError: A task, beam size or batch size out of range (one line naming the option).
+    """
 
     language: str | None = setting("auto", help="Language code, or auto to detect it (None detects too).")
     task: str = setting("transcribe", help="transcribe, or translate (to English; multilingual models).")
@@ -61,6 +65,7 @@ class DecodeOptions:
         self.temperature = tuple(self.temperature)
 
     def to_dict(self) -> dict[str, Any]:
+        """The options as JSON-ready data (what ``Transcript.options`` holds)."""
         data = asdict(self)
         data["temperature"] = list(self.temperature)  # JSON has no tuples; keep one canonical form
         return data
@@ -97,7 +102,28 @@ def pick_compute_type(device: str, compute_type: str) -> str:
 
 
 class Engine:
-    """A loaded Whisper model. Create once, call :meth:`transcribe` many times."""
+    """A loaded Whisper model. Create once, call :meth:`transcribe` many times.
+
+    Args:
+        model: A registry name (``tiny.en``, ``base``, a name ``convert`` or ``finetune``
+            registered), a CTranslate2 or Hugging Face directory (converted to CTranslate2 once and
+            cached), or a hub id where a network exists. See ``whisperops models``.
+        device: ``auto`` (CUDA when CTranslate2 sees a GPU, else CPU), ``cpu`` or ``cuda``.
+        compute_type: ``auto`` (int8 on CPU, float16 on CUDA) or any CTranslate2 compute type.
+        cpu_threads: Threads per decode on CPU; 0 leaves it to CTranslate2.
+        num_workers: Decodes that may run at once on this model (the server's slots).
+
+    Raises:
+        ModelNotFoundError: The model is not installed or known, or is an export for another runtime
+            (openai-whisper, whisper.cpp); the message says what is available.
+
+    Attributes:
+        model_name: The model as asked for.
+        path: The CTranslate2 directory loaded.
+        device: The device chosen.
+        compute_type: The compute type chosen.
+        load_seconds: How long loading took.
+    """
 
     def __init__(
         self,
@@ -138,10 +164,12 @@ class Engine:
 
     @classmethod
     def from_config(cls, config: EngineConfig) -> Engine:
+        """An engine built from an :class:`EngineConfig`."""
         return cls(config.model, config.device, config.compute_type, config.cpu_threads, config.num_workers)
 
     @property
     def is_multilingual(self) -> bool:
+        """Whether the model can detect languages and translate (``base``: yes; ``tiny.en``: no)."""
         return bool(self.model.model.is_multilingual)
 
     def _pipeline(self, options: DecodeOptions):
@@ -154,7 +182,19 @@ class Engine:
         return self._batched, {"batch_size": options.batch_size}
 
     def segments(self, audio: np.ndarray, options: DecodeOptions | None = None) -> tuple[Iterator[Segment], Any]:
-        """Lazily decode ``audio`` (16 kHz mono float32): returns (segment iterator, faster-whisper info)."""
+        """Lazily decode ``audio``, segment by segment, like faster-whisper's ``transcribe``.
+
+        Args:
+            audio: 16 kHz mono float32 samples (``whisperops.audio.load_audio`` makes them).
+            options: How to decode; the defaults of :class:`DecodeOptions` when None.
+
+        Returns:
+            A ``(segments, info)`` pair: an iterator that decodes as it is consumed, and
+            faster-whisper's ``TranscriptionInfo`` (language, its probability, duration after VAD).
+
+        Raises:
+            OptionError: The options ask an English-only model to translate or to use another language.
+        """
         options = options or DecodeOptions()
         if options.task == "translate" and not self.is_multilingual:
             raise OptionError(f"--task translate: model {self.model_name!r} is English-only; use a multilingual one")
@@ -187,7 +227,7 @@ class Engine:
         on_segment: Callable[[Segment], None] | None = None,
         window_s: float = LONG_FORM_WINDOW_S,
     ) -> Transcript:
-        """Transcribe a file, an array or an iterable of blocks; ``on_segment`` sees each segment.
+        """Transcribe a file, an array or an iterable of blocks into a :class:`~whisperops.results.Transcript`.
 
         Blocks (16 kHz mono float32, e.g. from :func:`~whisperops.audio.stream_audio`) let a caller
         bound or cancel the decode itself, as the server does with its uploads.
@@ -195,6 +235,22 @@ class Engine:
         Files longer than ``window_s`` stream through in windows cut at quiet moments, so memory
         is bounded by one window whatever the recording's length; the language found in the first
         window is kept for the rest.
+
+        Args:
+            audio: A path to anything PyAV decodes, 16 kHz mono float32 samples, or an iterable of
+                such sample blocks.
+            options: How to decode; the defaults of :class:`DecodeOptions` when None.
+            source: What ``Transcript.source`` says (default: the path, ``<array>`` or ``<stream>``).
+            metadata: Copied into ``Transcript.metadata`` (a title, a URL, ...).
+            on_segment: Called with each segment as soon as it is decoded (progress, streaming).
+            window_s: Length of the windows long files are cut into, in seconds.
+
+        Returns:
+            The transcript, with its timings (``decode_audio_s``, ``transcribe_s``).
+
+        Raises:
+            AudioError: The file is missing, empty, or holds no decodable audio.
+            OptionError: The options do not fit the model (see :meth:`segments`).
         """
         options = options or DecodeOptions()
         if isinstance(audio, np.ndarray):

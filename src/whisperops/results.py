@@ -14,6 +14,16 @@ from typing import Any
 
 @dataclass
 class Word:
+    """One timed word (``DecodeOptions(word_timestamps=True)``).
+
+    Attributes:
+        start: Start, in seconds from the start of the file.
+        end: End, in seconds from the start of the file.
+        word: The word as decoded, with its leading space (join words with ``""``).
+        probability: The decoder's probability for the word, 0 to 1.
+        speaker: The speaker's label when the transcript was diarized, else None.
+    """
+
     start: float
     end: float
     word: str
@@ -23,6 +33,21 @@ class Word:
 
 @dataclass
 class Segment:
+    """One decoded segment: a stretch of speech with its text, like faster-whisper's ``Segment``.
+
+    Attributes:
+        id: Index of the segment in its transcript, from 0.
+        start: Start, in seconds from the start of the file.
+        end: End, in seconds from the start of the file.
+        text: The segment's text (with Whisper's leading space).
+        avg_logprob: Mean log-probability of its tokens; below about -1 the decoder was unsure.
+        no_speech_prob: The model's probability that the window held no speech.
+        compression_ratio: gzip compression ratio of the text; above about 2.4 it is repetitive.
+        temperature: The sampling temperature that produced it (a fallback when above 0).
+        words: Timed words, when word timestamps were asked for; else None.
+        speaker: The speaker's label when the transcript was diarized, else None.
+    """
+
     id: int
     start: float
     end: float
@@ -36,6 +61,7 @@ class Segment:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Segment:
+        """A segment from its ``asdict`` form (unknown keys are ignored)."""
         words = data.get("words")
         fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "words"}
         return cls(**fields, words=[Word(**w) for w in words] if words is not None else None)
@@ -43,7 +69,27 @@ class Segment:
 
 @dataclass
 class Transcript:
-    """One item's transcript: text, timed segments (and words), language and how long it took."""
+    """One item's transcript: text, timed segments (and words), language and how long it took.
+
+    Round-trips through JSON: ``Transcript.from_json(t.to_json()) == t``; the ``json`` writer writes
+    exactly this.
+
+    Attributes:
+        source: Where the audio came from: a path, a URL, or ``<array>``.
+        text: The whole text, segments joined.
+        segments: The timed segments, in order.
+        language: The language code given or detected.
+        language_probability: The detector's probability for ``language`` (1.0 when it was given).
+        duration: The audio's length in seconds.
+        model: The model's name as asked for (``tiny.en``, a path, ...).
+        duration_after_vad: Seconds of audio left after voice-activity detection, when VAD ran.
+        options: The decoding options used (``DecodeOptions.to_dict()``).
+        metadata: What the source knew about the item (title, uploader, URL, ...).
+        timings: Seconds spent per stage, e.g. ``decode_audio_s`` and ``transcribe_s``.
+        warnings: What went wrong without failing the item: damaged packets skipped, a truncated
+            file, ...
+        speakers: When diarized, ``[{"speaker": "A", "talk_time_s": 12.3}, ...]``; else None.
+    """
 
     source: str
     text: str
@@ -63,6 +109,7 @@ class Transcript:
 
     @property
     def words(self) -> list[Word]:
+        """Every timed word of every segment, in order (empty without word timestamps)."""
         return [w for s in self.segments for w in (s.words or [])]
 
     @property
@@ -72,20 +119,25 @@ class Transcript:
         return self.duration / elapsed if elapsed > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
+        """Plain dicts and lists, ready for ``json.dumps``."""
         return asdict(self)
 
     def to_json(self, indent: int | None = 2) -> str:
+        """The transcript as JSON text (``indent=None`` for one line)."""
         return json.dumps(self.to_dict(), ensure_ascii=False, indent=indent)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Transcript:
+        """A transcript from :meth:`to_dict`'s form (unknown keys are ignored, so older files load)."""
         fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "segments"}
         return cls(**fields, segments=[Segment.from_dict(s) for s in data.get("segments", [])])
 
     @classmethod
     def from_json(cls, text: str) -> Transcript:
+        """A transcript from :meth:`to_json`'s text."""
         return cls.from_dict(json.loads(text))
 
     @classmethod
     def load(cls, path: str | Path) -> Transcript:
+        """A transcript from a ``.json`` file written by the ``json`` writer."""
         return cls.from_json(Path(path).read_text(encoding="utf-8"))

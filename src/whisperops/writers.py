@@ -17,6 +17,7 @@ from whisperops.results import Segment, Transcript
 
 
 def format_timestamp(seconds: float, always_include_hours: bool = True, decimal_marker: str = ".") -> str:
+    """``HH:MM:SS.mmm`` for subtitles (``,`` as ``decimal_marker`` for SRT); negative times clamp to 0."""
     ms = max(0, round(seconds * 1000.0))
     hours, ms = divmod(ms, 3_600_000)
     minutes, ms = divmod(ms, 60_000)
@@ -26,12 +27,16 @@ def format_timestamp(seconds: float, always_include_hours: bool = True, decimal_
 
 
 class ResultWriter:
+    """One output format: subclasses set ``extension`` and implement :meth:`render`."""
+
     extension: ClassVar[str]
 
     def render(self, transcript: Transcript) -> str:
+        """The file's text for ``transcript``."""
         raise NotImplementedError
 
     def write(self, transcript: Transcript, output_dir: Path, name: str) -> Path:
+        """Write ``output_dir/name.EXT`` atomically (a temporary name, then a rename); returns the path."""
         path = Path(output_dir) / f"{name}.{self.extension}"
         atomic_write_text(path, self.render(transcript))
         return path
@@ -105,7 +110,11 @@ DEFAULT_FORMATS = ("txt", "srt", "vtt", "json")
 
 
 def parse_formats(value: str | Sequence[str]) -> list[str]:
-    """``"txt,srt"`` or ``["txt", "srt"]`` or ``"all"`` -> validated list of extensions."""
+    """``"txt,srt"`` or ``["txt", "srt"]`` or ``"all"`` -> validated list of extensions.
+
+    Raises:
+        OptionError: A format is unknown (the message lists the known ones).
+    """
     parts = value.split(",") if isinstance(value, str) else list(value)
     formats = [p.strip().lower().lstrip(".") for p in parts if p.strip()]
     if formats == ["all"]:
@@ -119,4 +128,16 @@ def parse_formats(value: str | Sequence[str]) -> list[str]:
 
 
 def write_all(transcript: Transcript, output_dir: Path, name: str, formats: Sequence[str]) -> list[Path]:
+    """Write ``transcript`` in each of ``formats``, as ``whisperops transcribe`` does.
+
+    Args:
+        transcript: What to write.
+        output_dir: The folder to write into (created if missing).
+        name: The files' stem: ``output_dir/name.srt``, ...
+        formats: Extensions from :data:`WRITERS` (``txt``, ``srt``, ``vtt``, ``tsv``, ``json``);
+            :func:`parse_formats` validates a user's list.
+
+    Returns:
+        The paths written, in the order of ``formats``.
+    """
     return [WRITERS[f]().write(transcript, output_dir, name) for f in formats]

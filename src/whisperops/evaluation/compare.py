@@ -100,6 +100,31 @@ class RunResult:
 
 @dataclass
 class ModelResult:
+    """One model's scores, speed and memory on the comparison's utterances.
+
+    Attributes:
+        name: The model's label in the comparison.
+        model: The model as given (name or directory).
+        path: The CTranslate2 directory that ran.
+        compute_type: The compute type that ran.
+        wer: Corpus word error rate, ``(S + D + I) / N``; None when the model failed.
+        cer: Corpus character error rate.
+        substitutions: Substituted words over the corpus.
+        deletions: Deleted words over the corpus.
+        insertions: Inserted words over the corpus.
+        hits: Correct words over the corpus.
+        ref_words: Words in the references (N).
+        speed_x: Audio seconds per wall second of transcription (load excluded).
+        audio_s: Seconds of audio transcribed.
+        wall_s: Wall seconds spent transcribing.
+        load_s: Seconds spent loading the model.
+        peak_mb: Peak RSS of the evaluating process, in MiB.
+        model_mb: ``peak_mb`` less the process before the weights loaded.
+        wer_rel: ``(wer - wer_first) / wer_first`` against the first model (None for the first).
+        score: Per-utterance scores and alignments.
+        error: Why the model failed, when it did.
+    """
+
     name: str
     model: str
     path: str
@@ -129,6 +154,15 @@ class ModelResult:
 
 @dataclass
 class Comparison:
+    """The result of :func:`compare`: every model on the same utterances.
+
+    Attributes:
+        models: One result per model, the baseline first.
+        dataset: The dataset's summary (source, format, rows, skipped, ...).
+        settings: The :class:`EvalSettings` used, as a dict.
+        excluded: Utterances left out of every score because they failed in some model.
+    """
+
     models: list[ModelResult]
     dataset: dict[str, Any]
     settings: dict[str, Any]
@@ -136,9 +170,11 @@ class Comparison:
 
     @property
     def baseline(self) -> str | None:
+        """The first model's name: what ``wer_rel`` is relative to."""
         return self.models[0].name if self.models else None
 
     def to_dict(self, alignment: bool = True) -> dict[str, Any]:
+        """What ``whisperops evaluate --json`` writes; ``alignment=False`` drops the word alignments."""
         return {
             "models": {m.name: m.to_dict(alignment) for m in self.models},
             "baseline": self.baseline,
@@ -326,7 +362,23 @@ def compare(
     dataset: dict[str, Any] | None = None,
     on_model_done: Callable[[RunResult], None] | None = None,
 ) -> Comparison:
-    """Evaluate ``models`` one after the other on ``rows``; the first is the baseline."""
+    """Evaluate ``models`` one after the other on ``rows``; the first is the baseline.
+
+    A model that fails to load, or a row that fails in any model, never stops the comparison: the
+    model's result carries its ``error``, and the row is left out of every model's score (listed in
+    ``Comparison.excluded``), so the WERs stay comparable.
+
+    Args:
+        models: Registry names, directories, ``NAME=DIR`` labels, or :class:`ModelSpec`; repeats
+            are renamed ``NAME#2`` (:func:`unique_specs`).
+        rows: The utterances, e.g. ``whisperops.data.manifest.load_dataset(path)``.
+        settings: Decoding and measuring settings shared by every model (defaults when None).
+        dataset: A summary of the dataset to carry into the result (``Dataset.summary()``).
+        on_model_done: Called with each model's raw run as it finishes (progress).
+
+    Returns:
+        Every model's scores, speed and memory, with the first model as the baseline of ``wer_rel``.
+    """
     settings = settings or EvalSettings()
     specs = unique_specs(models)
     runs: list[RunResult] = []

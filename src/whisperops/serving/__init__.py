@@ -8,7 +8,10 @@ __all__ = ["ServeSettings", "create_app"]
 
 
 def create_app(settings: ServeSettings | None = None):
-    """Lazy re-export, so importing settings does not import FastAPI."""
+    """The FastAPI app for ``settings`` (see ``whisperops.serving.app.create_app``).
+
+    A lazy re-export, so importing the settings does not import FastAPI.
+    """
     from whisperops.serving.app import create_app as _create_app
 
     return _create_app(settings)

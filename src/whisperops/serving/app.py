@@ -110,7 +110,19 @@ async def _unload_idle(state: ServerState) -> None:
 
 
 def create_app(settings: ServeSettings | None = None) -> FastAPI:
-    """Build the app. Model names are checked now (fail fast); weights load on first request."""
+    """Build the app. Model names are checked now (fail fast); weights load on first request.
+
+    Args:
+        settings: What to serve and how much to accept (models, key, slots, queue, timeouts,
+            upload limit, decoding); the defaults of ``ServeSettings`` when None.
+
+    Returns:
+        A FastAPI app with OpenAI's audio routes under ``/v1``, ``/health`` and ``/docs``; run it
+        with any ASGI server, or deploy it on Ray Serve with ``whisperops.serving.ray_app.build``.
+
+    Raises:
+        ModelNotFoundError: A model in ``settings.models`` is not known.
+    """
     from whisperops.models import registry
 
     settings = settings or ServeSettings()

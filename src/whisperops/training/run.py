@@ -290,7 +290,22 @@ def _gpus_available() -> bool:
 
 
 def finetune(cfg: FinetuneConfig) -> FinetuneResult:
-    """Fine-tune ``cfg.model`` on ``cfg.train`` with Ray Train, export and register the best checkpoint."""
+    """Fine-tune ``cfg.model`` on ``cfg.train`` with Ray Train, export and register the best checkpoint.
+
+    Every check that can fail (datasets, model, output folder, workers, disk) runs before any
+    work. The best checkpoint by eval WER is exported as Hugging Face weights and as CTranslate2
+    float16 (registered as ``cfg.name``) and int8 (``NAME-int8``).
+
+    Args:
+        cfg: The run: datasets, base model, output folder, Ray layout and training settings.
+
+    Returns:
+        The best checkpoint, its step and eval WER, the exported and registered models, and the
+        loss and WER history (also written to ``OUTPUT/finetune.json``).
+
+    Raises:
+        TrainingError: A check failed, or training itself did (the message names the cause).
+    """
     started = time.perf_counter()
     checks = preflight(cfg)
     out = cfg.output_path.resolve()
