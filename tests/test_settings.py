@@ -11,25 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import inspect
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 import typer
 
 from whisperops.cli import app
-from whisperops.cli.options import bound_setting
+from whisperops.cli.options import walk_commands
 from whisperops.config import default_of, help_of
-
-
-def _commands(group: Any, path: tuple[str, ...] = ()) -> Iterator[tuple[str, Any]]:
-    # Duck-typed: typer may build its commands on a click of its own, not the installed one.
-    if hasattr(group, "commands"):
-        for name, sub in sorted(group.commands.items()):
-            yield from _commands(sub, (*path, name))
-    elif group.callback is not None:
-        yield " ".join(("whisperops", *path)), group
 
 
 def _field_names(cls: type) -> set[str]:
@@ -61,10 +50,7 @@ def _check(where: str, cls: type, name: str, default: Any, help_text: str | None
 def _cli_problems() -> tuple[list[str], int]:
     problems: list[str] = []
     checked = 0
-    for path, command in _commands(typer.main.get_command(app)):
-        function = getattr(command.callback, "__wrapped__", command.callback)
-        declared = {name: p.default for name, p in inspect.signature(function).parameters.items()}
-        bound = {name: b for name, d in declared.items() if (b := bound_setting(d)) is not None}
+    for path, command, bound in walk_commands(app):
         classes = {cls for cls, _ in bound.values()}
         for param in command.params:
             if param.param_type_name != "option" or param.name is None:

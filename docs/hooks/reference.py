@@ -17,7 +17,6 @@ import json
 import sys
 import warnings
 from collections import defaultdict
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,33 +54,12 @@ def on_files(files: Any, config: Any) -> Any:
 # Reading the code
 
 
-def _walk(group: Any, path: tuple[str, ...]) -> Iterator[tuple[str, Any]]:
-    # Duck-typed: typer may build its commands on a click of its own, not the installed one.
-    if hasattr(group, "commands"):
-        yield " ".join(path), group
-        for name, sub in sorted(group.commands.items()):
-            yield from _walk(sub, (*path, name))
-    else:
-        yield " ".join(path), group
-
-
 def _cli_commands() -> list[tuple[str, Any, dict[str, tuple[type, str]]]]:
     """(command path, click command, {param name: bound (cls, field)}) for the app and every command."""
-    import typer
-
     from whisperops.cli import app
-    from whisperops.cli.options import bound_setting
+    from whisperops.cli.options import walk_commands
 
-    out = []
-    for path, command in _walk(typer.main.get_command(app), ("whisperops",)):
-        bound: dict[str, tuple[type, str]] = {}
-        if command.callback is not None:
-            function = getattr(command.callback, "__wrapped__", command.callback)
-            for name, p in inspect.signature(function).parameters.items():
-                if (b := bound_setting(p.default)) is not None:
-                    bound[name] = b
-        out.append((path, command, bound))
-    return out
+    return list(walk_commands(app))
 
 
 def _flows() -> list[tuple[type, list[dict[str, Any]]]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import typer
@@ -25,4 +26,27 @@ def bound_setting(default: Any) -> tuple[type, str] | None:
     return getattr(default, "setting", None)
 
 
-__all__ = ["bound_setting", "option"]
+def walk_commands(app: typer.Typer) -> Iterator[tuple[str, Any, dict[str, tuple[type, str]]]]:
+    """Every command and group of ``app``: its path, its click command, and the settings it binds.
+
+    The third item maps each parameter built with :func:`option` to its ``(cls, name)``; for the
+    generated CLI reference and the test that checks every default against its dataclass.
+    """
+    import inspect
+
+    def walk(command: Any, path: tuple[str, ...]) -> Iterator[tuple[str, Any, dict[str, tuple[type, str]]]]:
+        bound: dict[str, tuple[type, str]] = {}
+        if command.callback is not None:
+            function = getattr(command.callback, "__wrapped__", command.callback)
+            for name, param in inspect.signature(function).parameters.items():
+                if (setting := bound_setting(param.default)) is not None:
+                    bound[name] = setting
+        yield " ".join(path), command, bound
+        # Duck-typed: typer may build its commands on a click of its own, not the installed one.
+        for name, sub in sorted(getattr(command, "commands", {}).items()):
+            yield from walk(sub, (*path, name))
+
+    yield from walk(typer.main.get_command(app), (app.info.name or "whisperops",))
+
+
+__all__ = ["bound_setting", "option", "walk_commands"]
