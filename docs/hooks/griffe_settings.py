@@ -3,8 +3,8 @@
 * A settings field (``whisperops.config.setting`` or ``same_as``) carries its help as dataclass
   metadata, not as a docstring: its help becomes the field's docstring and its default the value
   shown, both read from the class at build time.
-* The code's docstrings use Sphinx roles (``:class:`Transcript```); Markdown has none, so they
-  become plain code spans.
+* The code's docstrings use Sphinx roles (``:class:`Transcript```) and reST's ``Example::``;
+  Markdown has neither, so they become plain code spans and a colon.
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ import griffe
 
 SETTING_CALLS = {"setting", "same_as"}
 SPHINX_ROLE = re.compile(r":(?:class|meth|func|attr|mod|data|exc|obj):`~?([^`]+)`")
+# reST's "Example::" before an indented block; Markdown shows the block as code anyway.
+LITERAL_MARKER = re.compile(r"(\S)::$", re.MULTILINE)
 
 
 def _called_name(node: Any) -> str | None:
@@ -44,4 +46,5 @@ class SettingsHelp(griffe.Extension):
 
     def on_instance(self, *, obj: griffe.Object, **kwargs: Any) -> None:
         if obj.docstring is not None:
-            obj.docstring.value = SPHINX_ROLE.sub(lambda m: f"`{m.group(1)}`", obj.docstring.value)
+            text = SPHINX_ROLE.sub(lambda m: f"`{m.group(1)}`", obj.docstring.value)
+            obj.docstring.value = LITERAL_MARKER.sub(r"\1:", text)
