@@ -124,7 +124,7 @@ def test_a_restated_literal_that_drifts_is_caught(monkeypatch):
     assert len(problems) == 1 and "--task: default 'translate'" in problems[0], problems
 
 
-@pytest.mark.parametrize("cls_path", ["whisperops.engine.DecodeOptions", "whisperops.evaluation.compare.EvalSettings"])
+@pytest.mark.parametrize("cls_path", ["whisperops.engine.DecodeOptions", "whisperops.evaluation.settings.EvalSettings"])
 def test_settings_describe_every_field_with_help(cls_path):
     from whisperops.config import describe
 

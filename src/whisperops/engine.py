@@ -13,15 +13,15 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from whisperops.audio import SAMPLE_RATE, load_audio, probe_duration, quiet_windows, stream_audio
 from whisperops.config import setting
 from whisperops.errors import ModelNotFoundError, OptionError
 from whisperops.models import registry
 from whisperops.results import Segment, Transcript, Word
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -252,6 +252,11 @@ class Engine:
             AudioError: The file is missing, empty, or holds no decodable audio.
             OptionError: The options do not fit the model (see :meth:`segments`).
         """
+        # Here, not at the top: the settings above are imported by every CLI command, numpy by none.
+        import numpy as np
+
+        from whisperops.audio import SAMPLE_RATE, load_audio, probe_duration, quiet_windows, stream_audio
+
         options = options or DecodeOptions()
         if isinstance(audio, np.ndarray):
             source = source or "<array>"
@@ -317,6 +322,8 @@ def _shifted(seg: Segment, offset: float, index: int) -> Segment:
 
 
 def _is_digital_silence(samples: np.ndarray, peak: float = 1e-4) -> bool:
+    import numpy as np
+
     return samples.size == 0 or float(np.max(np.abs(samples))) < peak
 
 

@@ -9,7 +9,7 @@ import typer
 from whisperops.cli.app import app, console
 from whisperops.cli.options import option
 from whisperops.config import default_of
-from whisperops.data.synth import SynthOptions
+from whisperops.data.settings import SynthOptions
 
 data_app = typer.Typer(help="Make labelled speech data offline: synthesis, augmentation, domain text.")
 app.add_typer(data_app, name="data")

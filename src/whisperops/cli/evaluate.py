@@ -10,7 +10,7 @@ from whisperops.cli.app import app, console, err_console
 from whisperops.cli.options import option
 from whisperops.config import default_of
 from whisperops.engine import EngineConfig
-from whisperops.evaluation.compare import EvalSettings
+from whisperops.evaluation.settings import EvalSettings
 
 EXIT_SOME_FAILED = 1
 

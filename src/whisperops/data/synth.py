@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from whisperops.config import setting
+from whisperops.data.settings import SynthOptions
 from whisperops.errors import OptionError, WhisperOpsError
 from whisperops.paths import atomic_write_text
 
@@ -35,17 +35,6 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 MANIFEST = "manifest.jsonl"
-
-
-@dataclass
-class SynthOptions:
-    """Which voices and conditions :func:`synthesize` cycles through (``whisperops data synth``'s options)."""
-
-    voices: str = setting("piper:joe", help="Comma list: piper:joe, espeak:en-us, espeak:en-gb...")
-    augment: str = setting(
-        "clean", help="Comma list of conditions: clean, speed:F, noise:SNR_DB, telephone; chain with +."
-    )
-    seed: int = setting(0, help="Seed for noise and prosody (same seed, same clips).")
 
 
 class SynthError(WhisperOpsError):

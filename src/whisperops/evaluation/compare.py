@@ -23,37 +23,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from whisperops.config import same_as, setting
 from whisperops.data.manifest import Utterance
-from whisperops.engine import DecodeOptions, EngineConfig
 from whisperops.errors import WhisperOpsError
 from whisperops.evaluation.metrics import CorpusScore, relative_change, score
+from whisperops.evaluation.settings import EvalSettings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class EvalSettings:
-    """Decoding and measuring settings shared by every model in a comparison.
-
-    Decoding settings repeat :class:`~whisperops.engine.DecodeOptions` and
-    :class:`~whisperops.engine.EngineConfig` except where an evaluation differs on purpose: VAD is
-    off, as in bare faster-whisper, so the numbers compare with it.
-    """
-
-    beam_size: int = same_as(DecodeOptions, "beam_size")
-    language: str | None = setting(None, help="Force a language (default: each row's, else detected).")
-    vad_filter: bool = setting(False, help="Silero VAD before decoding (off, like bare faster-whisper).")
-    batch_size: int = same_as(DecodeOptions, "batch_size")
-    compute_type: str = same_as(EngineConfig, "compute_type")
-    device: str = same_as(EngineConfig, "device")
-    cpu_threads: int = same_as(EngineConfig, "cpu_threads")
-    normalize: bool = setting(True, help="Whisper's text normaliser before scoring.")
-    isolate: bool = setting(True, help="Each model in a fresh process, so its peak memory is its own.")
-    condition_on_previous_text: bool = same_as(DecodeOptions, "condition_on_previous_text")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass
@@ -219,7 +194,7 @@ def run_model(
     """
     import faster_whisper  # noqa: F401  (in the baseline: the runtime, not the model)
 
-    from whisperops.engine import Engine
+    from whisperops.engine import DecodeOptions, Engine
 
     baseline_mb, _ = memory_mb()
     try:

@@ -25,7 +25,7 @@ from metaflow import FlowSpec, Parameter, card, current, step
 
 from whisperops.config import default_of
 from whisperops.engine import EngineConfig
-from whisperops.evaluation.compare import EvalSettings
+from whisperops.evaluation.settings import EvalSettings
 from whisperops.flows import parameter
 
 

@@ -11,11 +11,11 @@ import logging
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from whisperops.config import setting
 from whisperops.models import registry
 from whisperops.models.convert.common import ConversionError, resolve_source
-from whisperops.models.convert.hf import QUANTIZATIONS, cached_ct2, convert_ct2_to_hf, convert_hf_to_ct2
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,23 @@ __all__ = [
 ]
 
 
+# The Hugging Face converters (numpy, and torch when they run) load on first use, so the CLI can
+# import ConvertOptions for its defaults without them.
+_HF_NAMES = ("QUANTIZATIONS", "cached_ct2", "convert_ct2_to_hf", "convert_hf_to_ct2")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HF_NAMES:
+        from whisperops.models.convert import hf
+
+        return getattr(hf, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HF_NAMES])
+
+
 def _source(model: str | Path) -> tuple[Path, str]:
     path = registry.resolve(model)
     fmt = registry._detect_format(path)
@@ -55,6 +72,8 @@ def _source(model: str | Path) -> tuple[Path, str]:
 
 def _with_hf(model: str | Path, work: Path) -> Path:
     """An HF directory for ``model``: itself, or a conversion of its CT2 weights into ``work``."""
+    from whisperops.models.convert.hf import convert_ct2_to_hf
+
     path, fmt = _source(model)
     return path if fmt == "hf" else convert_ct2_to_hf(path, work / "hf")
 
@@ -88,6 +107,8 @@ def convert(
     ``quantization`` applies to ``--to ct2`` (float16, int8, ...); for ``--to hf`` only float16 and
     float32 are meaningful (int8 sources are dequantised to float32 unless float16 is asked for).
     """
+    from whisperops.models.convert.hf import QUANTIZATIONS, convert_ct2_to_hf, convert_hf_to_ct2
+
     if to not in TARGETS:
         raise ConversionError(f"--to {to}: use one of {', '.join(TARGETS)}")
     if quantization not in QUANTIZATIONS:
