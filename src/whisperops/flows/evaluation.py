@@ -84,7 +84,7 @@ class EvaluationFlow(FlowSpec):
         from dataclasses import asdict
 
         from whisperops.data.manifest import Utterance
-        from whisperops.evaluation.compare import EvalSettings, ModelSpec, run_model
+        from whisperops.evaluation.compare import ModelSpec, run_model
 
         name, model = self.input
         self.position = self.index
@@ -106,7 +106,7 @@ class EvaluationFlow(FlowSpec):
         import itertools
 
         from whisperops.data.manifest import Utterance
-        from whisperops.evaluation.compare import EvalSettings, Hypothesis, RunResult, score_runs
+        from whisperops.evaluation.compare import Hypothesis, RunResult, score_runs
 
         self.merge_artifacts(inputs, include=["rows", "dataset", "settings", "specs"])
         ordered = sorted(inputs, key=lambda i: i.position)
