@@ -1,56 +1,209 @@
-"""Decode any media PyAV reads into 16 kHz mono float32, with errors a user can act on."""
+"""Decode media into 16 kHz float32 safely: only the bytes given, in real containers, losses said.
+
+Every open goes through :func:`_open`: FFmpeg reads from a Python file object that carries no
+name (so neither a path nor a client's suffix can steer the probe), only demuxers on
+:data:`ALLOWED_FORMATS` may read a header (libavformat's ``format_whitelist`` is checked between
+probing and ``read_header``), and any nested open a demuxer attempts is refused by PyAV's
+``io_open`` hook. That is what stops HLS playlists, ffconcat lists, image sequences and the like
+from reading other files or URLs.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import logging
+import re
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO, Any
 
 import numpy as np
 
-from whisperops.errors import AudioError
+from whisperops.errors import AudioError, UnsupportedMediaError
+
+log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 
 MEDIA_EXTENSIONS = frozenset(
     [
         ".wav",
+        ".w64",
         ".flac",
         ".mp3",
+        ".mp2",
+        ".mpga",
         ".ogg",
         ".oga",
+        ".ogv",
         ".opus",
         ".m4a",
+        ".m4b",
         ".aac",
         ".wma",
+        ".wmv",
+        ".asf",
         ".aiff",
         ".aif",
+        ".aifc",
         ".mp4",
         ".m4v",
         ".mkv",
+        ".mka",
         ".mov",
         ".webm",
+        ".weba",
         ".avi",
         ".3gp",
+        ".3g2",
+        ".ts",
+        ".mts",
+        ".m2ts",
+        ".mpeg",
+        ".mpg",
+        ".amr",
+        ".au",
+        ".snd",
+        ".caf",
+        ".wv",
+        ".ape",
+        ".tta",
+        ".ac3",
+        ".eac3",
+        ".dts",
+        ".flv",
+        ".rm",
+        ".voc",
+        ".mxf",
     ]
 )
+
+# FFmpeg demuxer name -> what users call it. A demuxer that is not here never reads a header.
+ALLOWED_FORMATS: dict[str, str] = {
+    "wav": "WAV",
+    "w64": "Sony Wave64",
+    "flac": "FLAC",
+    "mp3": "MPEG audio (mp3/mp2)",
+    "ogg": "Ogg (Vorbis/Opus/FLAC)",
+    "matroska": "Matroska / WebM",
+    "webm": "WebM",
+    "mov": "MP4 / MOV / M4A / 3GP",
+    "aac": "ADTS AAC",
+    "loas": "LATM AAC",
+    "asf": "ASF (WMA/WMV)",
+    "xwma": "xWMA",
+    "aiff": "AIFF",
+    "avi": "AVI",
+    "mpegts": "MPEG transport stream",
+    "mpeg": "MPEG program stream",
+    "amr": "AMR",
+    "amrnb": "AMR-NB",
+    "amrwb": "AMR-WB",
+    "au": "Sun AU",
+    "caf": "Apple CAF",
+    "wv": "WavPack",
+    "ape": "Monkey's Audio",
+    "tta": "True Audio",
+    "ac3": "AC-3",
+    "eac3": "E-AC-3",
+    "dts": "DTS",
+    "truehd": "TrueHD",
+    "flv": "FLV",
+    "rm": "RealMedia",
+    "voc": "Creative Voice",
+    "mpc": "Musepack",
+    "mpc8": "Musepack SV8",
+    "oma": "Sony OpenMG",
+    "qcp": "QCP",
+    "sox": "SoX native",
+    "ircam": "IRCAM",
+    "dsf": "DSD",
+    "nut": "NUT",
+    "mxf": "MXF",
+}
+_FORMAT_WHITELIST = ",".join(ALLOWED_FORMATS)
+
+# (pattern on the first bytes, what it is): named so the refusal says what was sent.
+_NOT_MEDIA: tuple[tuple[re.Pattern[bytes], str], ...] = tuple(
+    (re.compile(p, re.IGNORECASE | re.DOTALL), name)
+    for p, name in [
+        (rb"^\s*#EXTM3U.*#EXT-X-", "HLS playlist"),
+        (rb"^\s*#EXT(M3U|INF)", "M3U playlist"),
+        (rb"^\s*\[playlist\]", "PLS playlist"),
+        (rb"^\s*ffconcat\s+version", "ffconcat list"),
+        (rb"^\s*(#[^\n]*\n\s*)*file\s+['\"]?\S", "concat list"),
+        (rb"^\s*(<\?xml[^>]*>\s*)?(<!--.*?-->\s*)*<MPD\b", "DASH manifest"),
+        (rb"^\s*(<\?xml[^>]*>\s*)?<(asx|smil|playlist)\b", "XML playlist"),
+        (rb"^\s*WEBVTT", "WebVTT subtitles"),
+        (rb"^\s*\[Script Info\]", "ASS subtitles"),
+        (rb"^\s*\d+\s*\r?\n\d\d:\d\d:\d\d[,.]\d+\s+-->", "SRT subtitles"),
+        (rb"^\x89PNG\r\n", "PNG image"),
+        (rb"^\xff\xd8\xff", "JPEG image"),
+        (rb"^GIF8[79]a", "GIF image"),
+        (rb"^RIFF....WEBP", "WebP image"),
+        (rb"^BM.{12}[\x0c\x28\x38\x40\x6c\x7c]\x00\x00\x00", "BMP image"),
+        (rb"^(II\*\x00|MM\x00\*)", "TIFF image"),
+        (rb"^%PDF-", "PDF document"),
+        (rb"^\s*<(!doctype html|html)\b", "HTML page"),
+    ]
+)
+
+# Stereo whose mix keeps less than this share of the louder channel's energy cancelled out.
+_CANCEL_RATIO = 0.01
+_CANCEL_WINDOW_S = 0.5
+_MIN_AUDIO_S = 0.1
+_MAX_DEMUX_ERRORS = 100
+_GAP_TOLERANCE_S = 0.01
+_GAP_REPORT_S = 0.02
+# Containers whose header stores the length (not estimated from bitrate): a shortfall means truncation.
+_STORED_DURATION = frozenset({"wav", "w64", "flac", "mov", "matroska", "aiff", "caf", "asf", "au", "wv", "ape", "tta"})
+
+
+class _NestedOpenRefused(Exception):
+    """Raised from the ``io_open`` hook: a demuxer tried to open something besides the input."""
+
+
+@dataclass
+class DecodeReport:
+    """What decoding one input lost or noticed; ``warnings`` are one-line, human-readable."""
+
+    container: str = ""
+    skipped_packets: int = 0
+    lost_s: float = 0.0
+    claimed_s: float | None = None
+    decoded_s: float = 0.0
+    channels: int = 0
+    cancelled_s: float = 0.0
+    first_loss_s: float | None = None
+    warnings: list[str] = field(default_factory=list)
 
 
 def is_media_path(path: Path) -> bool:
     return path.suffix.lower() in MEDIA_EXTENSIONS
 
 
-def load_audio(path: str | Path, sampling_rate: int = SAMPLE_RATE) -> np.ndarray:
-    """Decode ``path`` to mono float32 at ``sampling_rate``; raise :class:`AudioError` in one line."""
-    path = Path(path)
+def _check_file(path: Path) -> None:
     if not path.exists():
         raise AudioError(f"{path}: no such file; check the path")
     if path.is_dir():
         raise AudioError(f"{path}: is a directory; pass the folder as a source to transcribe its media")
     if path.stat().st_size == 0:
         raise AudioError(f"{path}: empty file (0 bytes); re-download or re-export it")
-    blocks = list(stream_audio(path, sampling_rate=sampling_rate))
-    audio = np.concatenate(blocks) if blocks else np.empty(0, dtype=np.float32)
+
+
+def load_audio(
+    path: str | Path, sampling_rate: int = SAMPLE_RATE, *, mono: bool = True, report: DecodeReport | None = None
+) -> np.ndarray:
+    """Decode ``path`` to float32 at ``sampling_rate``; raise :class:`AudioError` in one line.
+
+    Mono gives shape ``(n,)``; ``mono=False`` gives ``(channels, n)`` with at most 2 channels.
+    """
+    path = Path(path)
+    _check_file(path)
+    blocks = list(stream_audio(path, sampling_rate=sampling_rate, mono=mono, report=report))
+    audio = np.concatenate(blocks, axis=-1) if blocks else np.empty(0, dtype=np.float32)
     if audio.size == 0:
         raise AudioError(f"{path}: contains no audio samples (zero-length clip)")
     return audio
@@ -65,60 +218,276 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def probe_duration(path: str | Path) -> float | None:
-    """Container duration in seconds without decoding (None when the container does not say)."""
-    import av
+class _Unnamed:
+    """A read-only view of an open file with no ``name``: PyAV passes a file object's name to
+    FFmpeg as the URL, whose suffix would then steer probing and anchor relative nested paths."""
 
-    try:
-        with av.open(str(path), metadata_errors="ignore") as container:
-            if container.duration is not None:
-                return container.duration / av.time_base
-            stream = next(iter(container.streams.audio), None)
-            if stream is not None and stream.duration is not None and stream.time_base is not None:
-                return float(stream.duration * stream.time_base)
-    except (av.error.FFmpegError, ValueError):
-        return None
+    def __init__(self, f: IO[bytes]) -> None:
+        self._f = f
+
+    def read(self, n: int = -1) -> bytes:
+        return self._f.read(n)
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def seekable(self) -> bool:
+        return True
+
+
+def _refuse_nested_open(url: str, flags: int, options: dict[str, Any]) -> IO[bytes]:
+    raise _NestedOpenRefused(url)
+
+
+def sniff_unsupported(head: bytes) -> str | None:
+    """Name the non-media text or image these first bytes begin (a playlist, list, subtitles...)."""
+    head = head.removeprefix(b"\xef\xbb\xbf")
+    for pattern, name in _NOT_MEDIA:
+        if pattern.search(head):
+            return name
     return None
 
 
-def stream_audio(path: str | Path, block_s: float = 30.0, sampling_rate: int = SAMPLE_RATE) -> Iterator[np.ndarray]:
-    """Decode ``path`` incrementally into mono float32 blocks of about ``block_s`` seconds.
+def _unsupported(path: Path, what: str) -> UnsupportedMediaError:
+    return UnsupportedMediaError(f"{path}: unsupported container: {what}; send the audio file itself")
 
-    Memory stays bounded by a block, where :func:`load_audio` holds the whole file (twice, while
-    converting): what makes hour-long recordings affordable.
+
+@contextmanager
+def _open(path: str | Path) -> Iterator[Any]:
+    """Open ``path`` for demuxing under the rules in the module docstring; errors are one line."""
+    import av
+
+    path = Path(path)
+    with path.open("rb") as f:
+        what = sniff_unsupported(f.read(4096))
+        if what is not None:
+            raise _unsupported(path, what)
+        f.seek(0)
+        try:
+            container = av.open(
+                _Unnamed(f),
+                metadata_errors="ignore",
+                options={"format_whitelist": _FORMAT_WHITELIST, "enable_drefs": "0"},
+                io_open=_refuse_nested_open,
+            )
+        except _NestedOpenRefused as err:
+            raise _unsupported(path, "it refers to other files or URLs") from err
+        except av.error.ArgumentError as err:
+            # format_whitelist refuses with EINVAL after probing, before the demuxer reads anything.
+            raise _unsupported(path, "not an audio/video format on the allow-list (see MEDIA_EXTENSIONS)") from err
+        except (av.error.InvalidDataError, av.error.EOFError) as err:
+            raise AudioError(f"{path}: not an audio or video file (no known container in it)") from err
+        except av.error.FFmpegError as err:
+            raise AudioError(
+                f"{path}: cannot open media ({err.strerror or err}); is it a real audio or video file?"
+            ) from err
+        with container:
+            yield container
+
+
+def _claimed_duration(container: Any, stream: Any) -> float | None:
+    import av
+
+    if stream.duration is not None and stream.time_base is not None:
+        return float(stream.duration * stream.time_base)
+    if container.duration is not None:
+        return container.duration / av.time_base
+    return None
+
+
+def _wav_header_seconds(path: Path) -> float | None:
+    """What a RIFF/WAVE header says the data lasts: FFmpeg trims its own figure to the file's
+    size, which hides a truncated file. None for streaming writers' placeholder sizes."""
+    import struct
+
+    with path.open("rb") as f:
+        head = f.read(1 << 16)
+    if head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos, byte_rate = 12, 0
+    while pos + 8 <= len(head):
+        chunk, size = head[pos : pos + 4], struct.unpack_from("<I", head, pos + 4)[0]
+        if chunk == b"fmt " and pos + 16 <= len(head):
+            byte_rate = struct.unpack_from("<I", head, pos + 16)[0]
+        elif chunk == b"data":
+            if not byte_rate or size in (0, 0xFFFFFFFF):
+                return None
+            return size / byte_rate
+        pos += 8 + size + (size & 1)
+    return None
+
+
+def probe_duration(path: str | Path) -> float | None:
+    """Container duration in seconds without decoding (None when the container does not say)."""
+    try:
+        with _open(path) as container:
+            stream = next(iter(container.streams.audio), None)
+            if stream is None:
+                return None
+            return _claimed_duration(container, stream)
+    except (AudioError, OSError):
+        return None
+
+
+def _packets(container: Any, stream: Any, report: DecodeReport) -> Iterator[Any]:
+    """Demux ``stream``, stepping over read errors: a damaged stretch must not end the file."""
+    import av
+
+    errors = 0
+    while True:
+        try:
+            for packet in container.demux(stream):
+                errors = 0
+                yield packet
+            return
+        except av.error.EOFError:
+            return
+        except av.error.FFmpegError as err:
+            errors += 1
+            report.skipped_packets += 1
+            log.debug("demux error after %d packets: %s", report.skipped_packets, err)
+            if errors >= _MAX_DEMUX_ERRORS:
+                report.warnings.append(f"gave up after {errors} consecutive unreadable packets")
+                return
+
+
+def _mix(pcm: np.ndarray, sampling_rate: int, report: DecodeReport) -> np.ndarray:
+    """Average stereo to mono, except where the channels cancel (one phase-inverted): there the
+    louder channel is kept, so the speech is not averaged away to silence."""
+    if pcm.shape[0] == 1:
+        return pcm[0]
+    mixed = pcm.mean(axis=0)
+    hop = max(1, int(_CANCEL_WINDOW_S * sampling_rate))
+    for start in range(0, mixed.size, hop):
+        piece = pcm[:, start : start + hop]
+        energy = (piece**2).mean(axis=1)
+        louder = int(np.argmax(energy))
+        if energy[louder] > 1e-7 and float((mixed[start : start + hop] ** 2).mean()) < _CANCEL_RATIO * energy[louder]:
+            mixed[start : start + hop] = piece[louder]
+            report.cancelled_s += piece.shape[1] / sampling_rate
+    return mixed
+
+
+def _packet_seconds(packet: Any, fallback: float) -> float:
+    if packet.duration and packet.time_base is not None:
+        return float(packet.duration * packet.time_base)
+    return fallback
+
+
+def stream_audio(
+    path: str | Path,
+    block_s: float = 30.0,
+    sampling_rate: int = SAMPLE_RATE,
+    *,
+    mono: bool = True,
+    report: DecodeReport | None = None,
+) -> Iterator[np.ndarray]:
+    """Decode ``path`` incrementally into float32 blocks of about ``block_s`` seconds.
+
+    Blocks are ``(n,)`` when ``mono``, else ``(channels, n)`` with at most 2 channels. Memory stays
+    bounded by a block, where :func:`load_audio` holds the whole file: what makes hour-long
+    recordings affordable. Damaged packets are skipped and decoding goes on; ``report`` (filled
+    as decoding proceeds, complete once the iterator is exhausted) says what was lost.
     """
     import av
 
+    path = Path(path)
+    _check_file(path)
+    report = report if report is not None else DecodeReport()
     block = int(block_s * sampling_rate)
-    resampler = av.audio.resampler.AudioResampler(format="s16", layout="mono", rate=sampling_rate)
     pending: list[np.ndarray] = []
-    size = 0
-    try:
-        with av.open(str(path), metadata_errors="ignore") as container:
-            frames = container.decode(audio=0)
-            while True:
-                try:
-                    frame = next(frames)
-                except StopIteration:
-                    frame = None
-                except av.error.InvalidDataError:
-                    continue  # a damaged packet: skip it, as faster-whisper's decoder does
-                if frame is not None:
-                    frame.pts = None
+    size = total = 0
+    with _open(path) as container:
+        report.container = container.format.name
+        stream = next(iter(container.streams.audio), None)
+        if stream is None:
+            kinds = {s.type for s in container.streams}
+            if not kinds - {"data", "attachment"}:
+                raise AudioError(f"{path}: not an audio or video file (no media streams in it)")
+            raise AudioError(f"{path}: has no audio stream (only {', '.join(sorted(kinds))}); nothing to transcribe")
+        report.claimed_s = _claimed_duration(container, stream)
+        if report.container == "wav":
+            report.claimed_s = _wav_header_seconds(path) or report.claimed_s
+        channels = 1 if (stream.channels or 1) == 1 else 2
+        report.channels = channels
+        resampler = av.audio.resampler.AudioResampler(
+            format="fltp", layout="mono" if channels == 1 else "stereo", rate=sampling_rate
+        )
+        codec = stream.codec_context
+        frame_s, next_t, packet_lost, gap_lost = 0.0, None, 0.0, 0.0
+        for packet in _packets(container, stream, report):
+            try:
+                frames = codec.decode(packet)
+            except av.error.FFmpegError as err:
+                report.skipped_packets += 1
+                packet_lost += _packet_seconds(packet, frame_s)
+                log.debug("%s: skipped a damaged packet: %s", path, err)
+                continue
+            for frame in frames:
+                if frame.sample_rate:
+                    frame_s = frame.samples / frame.sample_rate
+                # Damage a parser resyncs past silently still shows as a jump in timestamps.
+                if frame.pts is not None and frame.time_base is not None:
+                    t = float(frame.pts * frame.time_base)
+                    if next_t is not None and t - next_t > max(_GAP_TOLERANCE_S, frame_s / 2):
+                        gap_lost += t - next_t
+                        if report.first_loss_s is None:
+                            report.first_loss_s = next_t
+                    next_t = t + frame_s
+                # The resampler would otherwise try to fill those gaps itself.
+                frame.pts = None
                 for out in resampler.resample(frame):
-                    pcm = out.to_ndarray().reshape(-1).astype(np.float32) / 32768.0
-                    pending.append(pcm)
-                    size += pcm.size
+                    pending.append(out.to_ndarray())
+                    size += out.samples
                     if size >= block:
-                        yield np.concatenate(pending)
+                        total += size
+                        yield _joined(pending, mono, sampling_rate, report)
                         pending, size = [], 0
-                if frame is None:
-                    break
-    except (av.error.FFmpegError, ValueError, IndexError, StopIteration) as err:
-        reason = getattr(err, "strerror", None) or str(err) or "no audio stream"
-        raise AudioError(f"{path}: cannot decode audio ({reason}); is it a real audio or video file?") from err
+        for out in resampler.resample(None):
+            pending.append(out.to_ndarray())
+            size += out.samples
+        report.lost_s = max(packet_lost, gap_lost)
+    total += size
+    report.decoded_s = total / sampling_rate
+    _conclude(path, report)
     if pending:
-        yield np.concatenate(pending)
+        yield _joined(pending, mono, sampling_rate, report)
+
+
+def _joined(pending: list[np.ndarray], mono: bool, sampling_rate: int, report: DecodeReport) -> np.ndarray:
+    pcm = np.concatenate(pending, axis=-1).astype(np.float32, copy=False)
+    return _mix(pcm, sampling_rate, report) if mono else pcm
+
+
+def _conclude(path: Path, report: DecodeReport) -> None:
+    """Turn what decoding counted into the report's warnings, and log them."""
+    if report.decoded_s == 0 and report.skipped_packets:
+        raise AudioError(f"{path}: not an audio or video file (every packet failed to decode)")
+    shortfall = (report.claimed_s or 0.0) - report.decoded_s
+    stored = bool(set(report.container.split(",")) & _STORED_DURATION)
+    if report.skipped_packets > 0 or report.lost_s >= _GAP_REPORT_S:
+        # Parsers that resync renumber what follows, hiding the gap; the container's total does not.
+        if shortfall > 0:
+            report.lost_s = shortfall if stored else max(report.lost_s, shortfall)
+        where = f" from {report.first_loss_s:.1f} s" if report.first_loss_s is not None else ""
+        lost = f"~{report.lost_s:.2f} s of audio lost{where}"
+        if report.skipped_packets:
+            report.warnings.append(f"{report.skipped_packets} damaged packets skipped ({lost})")
+        else:
+            report.warnings.append(f"damaged data skipped ({lost})")
+    elif report.claimed_s is not None and stored and shortfall > max(0.5, 0.02 * report.claimed_s):
+        report.warnings.append(f"truncated: container says {report.claimed_s:.1f} s, decoded {report.decoded_s:.1f} s")
+    if 0 < report.decoded_s < _MIN_AUDIO_S:
+        report.warnings.append(f"only {report.decoded_s:.3f} s of audio in it; too short to hold speech")
+    if report.cancelled_s >= 1.0:
+        report.warnings.append(
+            f"stereo channels cancel when mixed for {report.cancelled_s:.0f} s (one is phase-inverted); kept the louder"
+        )
+    for warning in report.warnings:
+        log.warning("%s: %s", path, warning)
 
 
 def quiet_windows(

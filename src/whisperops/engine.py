@@ -255,9 +255,10 @@ class Engine:
         # Here, not at the top: the settings above are imported by every CLI command, numpy by none.
         import numpy as np
 
-        from whisperops.audio import SAMPLE_RATE, load_audio, probe_duration, quiet_windows, stream_audio
+        from whisperops.audio import SAMPLE_RATE, DecodeReport, load_audio, probe_duration, quiet_windows, stream_audio
 
         options = options or DecodeOptions()
+        report = DecodeReport()
         if isinstance(audio, np.ndarray):
             source = source or "<array>"
             windows: Iterator[tuple[int, np.ndarray]] = iter([(0, audio)])
@@ -268,9 +269,9 @@ class Engine:
             source = source or str(audio)
             duration = probe_duration(audio)
             if duration is not None and duration > window_s:
-                windows = quiet_windows(stream_audio(audio), window_s)
+                windows = quiet_windows(stream_audio(audio, report=report), window_s)
             else:
-                windows = iter([(0, load_audio(audio))])
+                windows = iter([(0, load_audio(audio, report=report))])
         segments: list[Segment] = []
         language, probability, after_vad, total, decode_s, run_s = options.language, 0.0, 0.0, 0, 0.0, 0.0
         detected = False
@@ -310,6 +311,7 @@ class Engine:
             options=options.to_dict(),
             metadata=dict(metadata or {}),
             timings={"decode_audio_s": round(decode_s, 4), "transcribe_s": round(run_s, 4)},
+            warnings=list(report.warnings),
         )
 
 
