@@ -124,6 +124,10 @@ ALLOWED_FORMATS: dict[str, str] = {
     "mxf": "MXF",
 }
 _FORMAT_WHITELIST = ",".join(ALLOWED_FORMATS)
+# The io_open hook catches demuxers that open through their context (HLS); nested demuxers that
+# open their own (concat) use FFmpeg's default opener, which the protocol whitelist (no protocol at
+# all: the input itself is our file object) refuses. "enable_drefs" keeps MOV external references off.
+_OPEN_OPTIONS = {"protocol_whitelist": "none", "enable_drefs": "0"}
 
 # (pattern on the first bytes, what it is): named so the refusal says what was sent.
 _NOT_MEDIA: tuple[tuple[re.Pattern[bytes], str], ...] = tuple(
@@ -270,22 +274,27 @@ def _open(path: str | Path) -> Iterator[Any]:
             container = av.open(
                 _Unnamed(f),
                 metadata_errors="ignore",
-                options={"format_whitelist": _FORMAT_WHITELIST, "enable_drefs": "0"},
+                options=_OPEN_OPTIONS | {"format_whitelist": _FORMAT_WHITELIST},
                 io_open=_refuse_nested_open,
             )
-        except _NestedOpenRefused as err:
+        except (_NestedOpenRefused, av.error.PermissionError) as err:
+            # EPERM: a list demuxer's own safety check refused a path or URL written inside it.
             raise _unsupported(path, "it refers to other files or URLs") from err
         except av.error.ArgumentError as err:
             # format_whitelist refuses with EINVAL after probing, before the demuxer reads anything.
-            raise _unsupported(path, "not an audio/video format on the allow-list (see MEDIA_EXTENSIONS)") from err
+            raise _unsupported(
+                path, "a format outside the audio/video allow-list (wav, flac, mp3, ogg, mp4/m4a, webm/mkv, ...)"
+            ) from err
         except (av.error.InvalidDataError, av.error.EOFError) as err:
             raise AudioError(f"{path}: not an audio or video file (no known container in it)") from err
         except av.error.FFmpegError as err:
-            raise AudioError(
-                f"{path}: cannot open media ({err.strerror or err}); is it a real audio or video file?"
-            ) from err
+            reason = err.strerror or str(err)
+            raise AudioError(f"{path}: cannot open media ({reason}); is it a real audio or video file?") from err
         with container:
-            yield container
+            try:
+                yield container
+            except _NestedOpenRefused as err:
+                raise _unsupported(path, "it refers to other files or URLs") from err
 
 
 def _claimed_duration(container: Any, stream: Any) -> float | None:
@@ -452,9 +461,10 @@ def stream_audio(
         report.lost_s = max(packet_lost, gap_lost)
     total += size
     report.decoded_s = total / sampling_rate
+    last = _joined(pending, mono, sampling_rate, report) if pending else None
     _conclude(path, report)
-    if pending:
-        yield _joined(pending, mono, sampling_rate, report)
+    if last is not None:
+        yield last
 
 
 def _joined(pending: list[np.ndarray], mono: bool, sampling_rate: int, report: DecodeReport) -> np.ndarray:
