@@ -286,7 +286,8 @@ def _open(path: str | Path) -> Iterator[Any]:
                 path, "a format outside the audio/video allow-list (wav, flac, mp3, ogg, mp4/m4a, webm/mkv, ...)"
             ) from err
         except (av.error.InvalidDataError, av.error.EOFError) as err:
-            raise AudioError(f"{path}: not an audio or video file (no known container in it)") from err
+            why = "no container FFmpeg reads; damaged or not media"
+            raise AudioError(f"{path}: not an audio or video file ({why})") from err
         except av.error.FFmpegError as err:
             reason = err.strerror or str(err)
             raise AudioError(f"{path}: cannot open media ({reason}); is it a real audio or video file?") from err
