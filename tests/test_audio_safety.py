@@ -228,7 +228,7 @@ def test_random_bytes_and_video_without_audio(tmp_path: Path) -> None:
 
     noise = tmp_path / "noise.mp3"
     noise.write_bytes(np.random.default_rng(1).integers(0, 256, 5000, dtype=np.uint8).tobytes())
-    with pytest.raises(AudioError, match=r"noise\.mp3: not an audio or video file") as caught:
+    with pytest.raises(AudioError, match=r"noise\.mp3: cannot decode audio: not an audio or video file") as caught:
         load_audio(noise)
     assert "tuple index" not in str(caught.value)
     video = tmp_path / "silent.mp4"

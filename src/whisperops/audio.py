@@ -287,10 +287,10 @@ def _open(path: str | Path) -> Iterator[Any]:
             ) from err
         except (av.error.InvalidDataError, av.error.EOFError) as err:
             why = "no container FFmpeg reads; damaged or not media"
-            raise AudioError(f"{path}: not an audio or video file ({why})") from err
+            raise AudioError(f"{path}: cannot decode audio: not an audio or video file ({why})") from err
         except av.error.FFmpegError as err:
             reason = err.strerror or str(err)
-            raise AudioError(f"{path}: cannot open media ({reason}); is it a real audio or video file?") from err
+            raise AudioError(f"{path}: cannot decode audio ({reason}); is it a real audio or video file?") from err
         with container:
             try:
                 yield container
@@ -416,7 +416,7 @@ def stream_audio(
         if stream is None:
             kinds = {s.type for s in container.streams}
             if not kinds - {"data", "attachment"}:
-                raise AudioError(f"{path}: not an audio or video file (no media streams in it)")
+                raise AudioError(f"{path}: cannot decode audio: not an audio or video file (no media streams in it)")
             raise AudioError(f"{path}: has no audio stream (only {', '.join(sorted(kinds))}); nothing to transcribe")
         report.claimed_s = _claimed_duration(container, stream)
         if report.container == "wav":
@@ -476,7 +476,7 @@ def _joined(pending: list[np.ndarray], mono: bool, sampling_rate: int, report: D
 def _conclude(path: Path, report: DecodeReport) -> None:
     """Turn what decoding counted into the report's warnings, and log them."""
     if report.decoded_s == 0 and report.skipped_packets:
-        raise AudioError(f"{path}: not an audio or video file (every packet failed to decode)")
+        raise AudioError(f"{path}: cannot decode audio: not an audio or video file (every packet failed to decode)")
     shortfall = (report.claimed_s or 0.0) - report.decoded_s
     stored = bool(set(report.container.split(",")) & _STORED_DURATION)
     if report.skipped_packets > 0 or report.lost_s >= _GAP_REPORT_S:
