@@ -364,21 +364,18 @@ def _packets(container: Any, stream: Any, report: DecodeReport) -> Iterator[Any]
                 return
 
 
-def _mix(pcm: np.ndarray, sampling_rate: int, report: DecodeReport) -> np.ndarray:
-    """Average stereo to mono, except where the channels cancel (one phase-inverted): there the
-    louder channel is kept, so the speech is not averaged away to silence."""
-    if pcm.shape[0] == 1:
-        return pcm[0]
-    mixed = pcm.mean(axis=0)
+def _uncancel(mixed: np.ndarray, stereo: np.ndarray, sampling_rate: int, report: DecodeReport) -> None:
+    """Where the stereo channels cancel in ``mixed`` (one phase-inverted), put the louder channel
+    back in its place, so the speech is not averaged away to silence."""
     hop = max(1, int(_CANCEL_WINDOW_S * sampling_rate))
-    for start in range(0, mixed.size, hop):
-        piece = pcm[:, start : start + hop]
+    for start in range(0, min(mixed.size, stereo.shape[1]), hop):
+        piece = stereo[:, start : start + hop]
         energy = (piece**2).mean(axis=1)
         louder = int(np.argmax(energy))
-        if energy[louder] > 1e-7 and float((mixed[start : start + hop] ** 2).mean()) < _CANCEL_RATIO * energy[louder]:
-            mixed[start : start + hop] = piece[louder]
-            report.cancelled_s += piece.shape[1] / sampling_rate
-    return mixed
+        window = mixed[start : start + piece.shape[1]]
+        if energy[louder] > 1e-7 and float((window**2).mean()) < _CANCEL_RATIO * energy[louder]:
+            window[:] = piece[louder, : window.size]
+            report.cancelled_s += window.size / sampling_rate
 
 
 def _packet_seconds(packet: Any, fallback: float) -> float:
@@ -409,6 +406,7 @@ def stream_audio(
     report = report if report is not None else DecodeReport()
     block = int(block_s * sampling_rate)
     pending: list[np.ndarray] = []
+    watched: list[np.ndarray] = []
     size = total = 0
     with _open(path) as container:
         report.container = container.format.name
@@ -423,9 +421,18 @@ def stream_audio(
             report.claimed_s = _wav_header_seconds(path) or report.claimed_s
         channels = 1 if (stream.channels or 1) == 1 else 2
         report.channels = channels
-        resampler = av.audio.resampler.AudioResampler(
-            format="fltp", layout="mono" if channels == 1 else "stereo", rate=sampling_rate
-        )
+        if mono:
+            # FFmpeg's own downmix, as ever; a stereo copy alongside only to spot channels that cancel.
+            resampler = av.audio.resampler.AudioResampler(format="s16", layout="mono", rate=sampling_rate)
+            watcher = (
+                av.audio.resampler.AudioResampler(format="fltp", layout="stereo", rate=sampling_rate)
+                if channels == 2
+                else None
+            )
+        else:
+            layout = "mono" if channels == 1 else "stereo"
+            resampler = av.audio.resampler.AudioResampler(format="fltp", layout=layout, rate=sampling_rate)
+            watcher = None
         codec = stream.codec_context
         frame_s, next_t, packet_lost, gap_lost = 0.0, None, 0.0, 0.0
         for packet in _packets(container, stream, report):
@@ -449,28 +456,45 @@ def stream_audio(
                     next_t = t + frame_s
                 # The resampler would otherwise try to fill those gaps itself.
                 frame.pts = None
+                if watcher is not None:
+                    watched.extend(out.to_ndarray() for out in watcher.resample(frame))
                 for out in resampler.resample(frame):
-                    pending.append(out.to_ndarray())
+                    pending.append(_pcm(out, mono))
                     size += out.samples
                     if size >= block:
                         total += size
-                        yield _joined(pending, mono, sampling_rate, report)
+                        yield _joined(pending, watched, sampling_rate, report)
                         pending, size = [], 0
+        if watcher is not None:
+            watched.extend(out.to_ndarray() for out in watcher.resample(None))
         for out in resampler.resample(None):
-            pending.append(out.to_ndarray())
+            pending.append(_pcm(out, mono))
             size += out.samples
         report.lost_s = max(packet_lost, gap_lost)
     total += size
     report.decoded_s = total / sampling_rate
-    last = _joined(pending, mono, sampling_rate, report) if pending else None
+    last = _joined(pending, watched, sampling_rate, report) if pending else None
     _conclude(path, report)
     if last is not None:
         yield last
 
 
-def _joined(pending: list[np.ndarray], mono: bool, sampling_rate: int, report: DecodeReport) -> np.ndarray:
-    pcm = np.concatenate(pending, axis=-1).astype(np.float32, copy=False)
-    return _mix(pcm, sampling_rate, report) if mono else pcm
+def _pcm(frame: Any, mono: bool) -> np.ndarray:
+    if mono:
+        return frame.to_ndarray().reshape(-1).astype(np.float32) / 32768.0
+    return frame.to_ndarray().astype(np.float32, copy=False)
+
+
+def _joined(
+    pending: list[np.ndarray], watched: list[np.ndarray], sampling_rate: int, report: DecodeReport
+) -> np.ndarray:
+    """One output block; ``watched`` (the stereo copy) is consumed up to the block's length."""
+    pcm = np.concatenate(pending, axis=-1)
+    if watched:
+        stereo = np.concatenate(watched, axis=-1)
+        watched[:] = [stereo[:, pcm.size :]] if stereo.shape[1] > pcm.size else []
+        _uncancel(pcm, stereo[:, : pcm.size], sampling_rate, report)
+    return pcm
 
 
 def _conclude(path: Path, report: DecodeReport) -> None:
