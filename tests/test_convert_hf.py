@@ -39,7 +39,7 @@ def test_hf_dir_is_a_complete_transformers_model(hf_dir: Path) -> None:
     assert gen["decoder_start_token_id"] == 50257
     assert gen["is_multilingual"] is False and "lang_to_id" not in gen
     assert 50361 in gen["suppress_tokens"] and gen["begin_suppress_tokens"] == [220, 50256]
-    assert registry._detect_format(hf_dir) == "hf"
+    assert registry.detect_format(hf_dir) == "hf"
 
 
 def test_tokenizer_keeps_timestamp_tokens_and_special_ids(hf_dir: Path) -> None:

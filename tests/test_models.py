@@ -96,7 +96,7 @@ def test_exports_for_other_runtimes_are_recognised_but_not_run(tmp_path):
     from whisperops.engine import Engine
 
     (tmp_path / "model.pt").write_bytes(b"")
-    assert registry._detect_format(tmp_path) == "openai"
+    assert registry.detect_format(tmp_path) == "openai"
     assert registry.resolve(str(tmp_path)) == tmp_path.resolve()
     with pytest.raises(ModelNotFoundError, match="openai export for another runtime"):
         Engine(str(tmp_path))

@@ -52,8 +52,12 @@ class DecodeOptions:
     )
 
     def __post_init__(self) -> None:
-        if self.language in ("", "auto"):
+        if self.language is not None and self.language.strip().lower() in ("", "auto"):
             self.language = None
+        if self.language is not None:
+            from whisperops.languages import language_code
+
+            self.language = language_code(self.language)
         if self.task not in TASKS:
             raise OptionError(f"--task {self.task!r}: must be one of {', '.join(TASKS)}")
         if self.beam_size < 1:
@@ -137,7 +141,7 @@ class Engine:
 
         self.model_name = str(model)
         self.path = registry.resolve(model)
-        fmt = registry._detect_format(self.path)
+        fmt = registry.detect_format(self.path)
         if fmt == "hf":
             # Fine-tuned and converted Hugging Face models run through a CTranslate2 copy made once.
             from whisperops.models.convert import cached_ct2

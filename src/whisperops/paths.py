@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 
@@ -15,10 +16,15 @@ def cache_dir() -> Path:
     return Path(base).expanduser() / "whisperops"
 
 
+TMP_PREFIX = ".whisperops-"
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write next to the target, then rename: readers never see half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # A short temp name of its own: the target's name plus a suffix can pass the 255-byte name limit
+    # when the target alone does not.
+    tmp = path.with_name(f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)

@@ -75,7 +75,11 @@ class NoProgress:
 
 
 class TranscriptCache:
-    """Content-addressed: same audio bytes + same model weights + same options -> same transcript."""
+    """Content-addressed: same audio bytes + same model weights + same options -> same transcript.
+
+    The weights count by their content (:func:`whisperops.models.registry.weights_digest`), not
+    their path: retraining into the same folder gives new transcripts.
+    """
 
     def __init__(self, root: Path | None = None) -> None:
         self.root = Path(root) if root else cache_dir() / "transcripts"
@@ -87,9 +91,9 @@ class TranscriptCache:
     @staticmethod
     def key_for(audio_sha256: str, model_path: Path, compute_type: str, options: DecodeOptions) -> str:
         """The same key as :meth:`key`, without a loaded engine (a flow's planning step has none)."""
-        model_bin = Path(model_path) / "model.bin"
-        model_id = f"{model_path}:{model_bin.stat().st_size if model_bin.exists() else 0}:{compute_type}"
-        raw = json.dumps([audio_sha256, model_id, options.cache_key()])
+        from whisperops.models import registry
+
+        raw = json.dumps([audio_sha256, registry.weights_digest(Path(model_path)), compute_type, options.cache_key()])
         return hashlib.sha256(raw.encode()).hexdigest()
 
     def lookup(self, item: MediaItem, model_path: Path, compute_type: str, options: DecodeOptions) -> Transcript | None:
@@ -113,7 +117,11 @@ class TranscriptCache:
             return None
 
     def put(self, key: str, transcript: Transcript) -> None:
-        atomic_write_text(self._path(key), transcript.to_json(indent=None))
+        """Store ``transcript``; a cache that cannot be written costs a re-decode later, not this item."""
+        try:
+            atomic_write_text(self._path(key), transcript.to_json(indent=None))
+        except OSError as err:
+            log.warning("transcript cache %s not written (%s); the item is kept", self.root, err.strerror or err)
 
 
 def transcribe_item(
@@ -152,8 +160,11 @@ def transcribe_item(
             progress.audio_known(item, transcript.duration)
         # The cached transcript came from the same bytes, maybe under another name or URL.
         transcript.source, transcript.metadata = item.source, {**transcript.metadata, **item.metadata}
-        outputs = write_all(transcript, output_dir, item.name, formats) if output_dir and formats else []
-        result = ItemResult(item, status, transcript, outputs=outputs)
+        if output_dir and formats:
+            outputs, error = write_outputs(transcript, output_dir, item, formats)
+            result = ItemResult(item, "failed" if error else status, transcript, error, outputs)
+        else:
+            result = ItemResult(item, status, transcript)
     except WhisperOpsError as err:
         result = ItemResult(item, "failed", error=str(err))
     except Exception as err:  # one broken item must not sink the batch; keep the reason
@@ -162,6 +173,21 @@ def transcribe_item(
     result.wall_s = round(time.perf_counter() - start, 4)
     progress.item_done(result)
     return result
+
+
+def write_outputs(
+    transcript: Transcript, output_dir: Path, item: MediaItem, formats: Sequence[str]
+) -> tuple[list[Path], str | None]:
+    """Write ``item``'s files; a failure (disk full, a name the file system refuses) is returned, not raised.
+
+    The transcript stays with the item (and in the cache), so fixing the disk and running again
+    writes it without decoding again.
+    """
+    try:
+        return write_all(transcript, output_dir, item.name, formats), None
+    except OSError as err:
+        target = Path(output_dir) / f"{item.name}.*"
+        return [], f"{item.source}: cannot write {target} ({err.strerror or err}); check the space and rights there"
 
 
 def transcribe_items(

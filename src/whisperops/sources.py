@@ -32,7 +32,8 @@ class MediaItem:
     """One thing to transcribe: a local file, or a URL fetched on demand."""
 
     source: str  # as the user (or the list / playlist) gave it
-    name: str  # output file stem, unique within a batch
+    # Output name, unique within a batch (case-folded); may hold "/" to mirror a folder source's layout.
+    name: str
     path: Path | None = None
     url: str | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -68,9 +69,45 @@ def is_url(source: str) -> bool:
     return re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", source) is not None
 
 
+# Room left in a 255-byte file name for a collision suffix ("-" + 6 hex) and the longest extension (".json").
+MAX_NAME_BYTES = 255 - 7 - len(".json")
+
+
 def _safe_name(text: str, fallback: str = "item") -> str:
+    """A file-name-safe stem of at most :data:`MAX_NAME_BYTES` UTF-8 bytes (cut on a character boundary)."""
     name = re.sub(r"[^\w.-]+", "_", text, flags=re.UNICODE).strip("._")
-    return name[:120] or fallback
+    name = name.encode("utf-8")[:MAX_NAME_BYTES].decode("utf-8", errors="ignore").rstrip("._")
+    return name or fallback
+
+
+def _mirrored_name(relative: Path) -> str:
+    """``sub/talk.wav`` under a folder source -> ``sub/talk``: outputs mirror the folder's layout."""
+    parts = [_safe_name(part) for part in relative.parent.parts]
+    return "/".join([*parts, _safe_name(relative.stem)])
+
+
+def _is_hidden(relative: Path) -> bool:
+    """Dot files and folders (macOS ``._x`` AppleDouble companions among them) and zip's ``__MACOSX``."""
+    return any(part.startswith(".") or part == "__MACOSX" for part in relative.parts)
+
+
+def _claim(name: str, key: str, taken: set[str]) -> str:
+    """``name``, or if another item has it, ``name-HASH`` where HASH comes from this item's source.
+
+    The hash (not a counter) keeps a name stable when items are added or reordered, and never lands
+    on a name a later item has on its own (a counter gave ``x-2`` to one item while ``x-2.wav`` had it).
+    Names are compared case-folded: on macOS and Windows ``X.txt`` and ``x.txt`` are one file.
+    """
+    candidate, digest = name, hashlib.sha256(key.encode()).hexdigest()
+    for width in (6, 12, 64):
+        if candidate.casefold() not in taken:
+            break
+        candidate = f"{name}-{digest[:width]}"
+    n = 2
+    while candidate.casefold() in taken:  # only if two items share a source key: keep both anyway
+        candidate, n = f"{name}-{digest[:6]}-{n}", n + 1
+    taken.add(candidate.casefold())
+    return candidate
 
 
 def resolve(sources: Iterable[str | Path]) -> list[MediaItem]:
@@ -79,23 +116,24 @@ def resolve(sources: Iterable[str | Path]) -> list[MediaItem]:
     for src in sources:
         items.extend(_resolve_one(str(src), depth=0))
     seen: set[str] = set()
-    names: dict[str, int] = {}
     unique: list[MediaItem] = []
     for item in items:
         if item.error is None and item.key in seen:
             continue
         seen.add(item.key)
-        n = names.get(item.name, 0)
-        names[item.name] = n + 1
-        if n:
-            item.name = f"{item.name}-{n + 1}"
         unique.append(item)
+    # Each base name goes first to its first holder in input order; later holders get a suffix.
+    taken: set[str] = set()
+    for item in unique:
+        item.name = _claim(item.name, item.key, taken)
     return unique
 
 
 def _resolve_one(source: str, depth: int) -> list[MediaItem]:
     if is_url(source):
         scheme = urlparse(source).scheme.lower()
+        if scheme == "file":
+            return _resolve_one(_file_url_path(source), depth)
         if scheme not in ("http", "https"):
             return [
                 MediaItem(
@@ -113,7 +151,9 @@ def _resolve_one(source: str, depth: int) -> list[MediaItem]:
     if not path.exists():
         return [MediaItem(source, _safe_name(path.stem), error=f"{source}: no such file or directory")]
     if path.is_dir():
-        media = sorted(p for p in path.rglob("*") if p.is_file() and is_media_path(p))
+        media = sorted(
+            p for p in path.rglob("*") if p.is_file() and is_media_path(p) and not _is_hidden(p.relative_to(path))
+        )
         if not media:
             exts = " ".join(sorted(MEDIA_EXTENSIONS)[:8])
             return [
@@ -123,7 +163,7 @@ def _resolve_one(source: str, depth: int) -> list[MediaItem]:
                     error=(f"{source}: directory has no media files (looked for {exts} ...)"),
                 )
             ]
-        return [MediaItem(str(p), _safe_name(p.stem), path=p.resolve()) for p in media]
+        return [MediaItem(str(p), _mirrored_name(p.relative_to(path)), path=p.resolve()) for p in media]
     if path.suffix.lower() in LIST_SUFFIXES:
         if depth > 3:
             return [MediaItem(source, _safe_name(path.stem), error=f"{source}: list files nest too deep")]
@@ -132,7 +172,11 @@ def _resolve_one(source: str, depth: int) -> list[MediaItem]:
 
 
 def _expand_list(path: Path, depth: int) -> list[MediaItem]:
-    """One path or URL per line; ``#`` starts a comment; relative paths are relative to the list."""
+    """One path or URL per line; relative paths are relative to the list.
+
+    ``#`` starts a comment at the start of a line or after whitespace, so ``take#1.wav`` and a URL's
+    ``#fragment`` stay whole while ``https://host/a.mp3  # note`` loses its note.
+    """
     items: list[MediaItem] = []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -145,7 +189,7 @@ def _expand_list(path: Path, depth: int) -> list[MediaItem]:
             )
         ]
     for line in lines:
-        entry = line.split("#", 1)[0].strip() if not is_url(line.strip()) else line.strip()
+        entry = _COMMENT.split(line, maxsplit=1)[0].strip()
         if not entry:
             continue
         if not is_url(entry) and not Path(entry).expanduser().is_absolute():
@@ -154,6 +198,18 @@ def _expand_list(path: Path, depth: int) -> list[MediaItem]:
     if not items:
         return [MediaItem(str(path), _safe_name(path.stem), error=f"{path}: list file names no sources")]
     return items
+
+
+_COMMENT = re.compile(r"(?:^|\s)#")
+
+
+def _file_url_path(url: str) -> str:
+    """``file:///x/a%20b.wav`` -> ``/x/a b.wav``: a local file named by URL is read as that file."""
+    from urllib.request import url2pathname
+
+    parsed = urlparse(url)
+    host = "" if parsed.netloc in ("", "localhost") else f"//{parsed.netloc}"
+    return host + url2pathname(unquote(parsed.path))
 
 
 def _ydl(extra: dict[str, Any] | None = None):

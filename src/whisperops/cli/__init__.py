@@ -12,16 +12,22 @@ from whisperops.cli import models as _models  # noqa: F401  (registers commands)
 from whisperops.cli import runs as _runs  # noqa: F401
 from whisperops.cli import serve as _serve  # noqa: F401
 from whisperops.cli import transcribe as _transcribe  # noqa: F401
-from whisperops.cli.app import app, err_console
-from whisperops.errors import WhisperOpsError
+from whisperops.cli.app import Terminated, app, err_console, exit_on_signals
+from whisperops.errors import EXIT_USAGE, WhisperOpsError
 
-EXIT_USAGE = 2
+__all__ = ["EXIT_USAGE", "main"]
 
 
 def main() -> None:
+    exit_on_signals()
     try:
         app()
     except WhisperOpsError as err:
-        # Bad options, unknown models and the like: one line, usage exit code.
+        # One line; usage errors (options, model names, dataset rows) exit 2, runtime failures 1.
         err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
-        sys.exit(EXIT_USAGE)
+        sys.exit(err.exit_code)
+    except KeyboardInterrupt as err:
+        # 128 + the signal's number, as shells report a process a signal stopped: 130 INT, 143 TERM.
+        signum = err.signum if isinstance(err, Terminated) else 2
+        err_console.print(f"[yellow]interrupted[/] (signal {signum})", highlight=False)
+        sys.exit(128 + signum)

@@ -7,6 +7,7 @@ Command modules import heavy libraries inside their functions, never at module l
 from __future__ import annotations
 
 import logging
+import signal
 
 import typer
 from rich.console import Console
@@ -23,6 +24,23 @@ app = typer.Typer(
 )
 console = Console()
 err_console = Console(stderr=True)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, so that it stops as on Ctrl-C (cleanup runs, exit 143)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signum}")
+        self.signum = signum
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated(signum)
+
+
+def exit_on_signals() -> None:
+    """Make SIGTERM unwind like Ctrl-C: ``finally`` blocks run, child runs are stopped, partial files removed."""
+    signal.signal(signal.SIGTERM, _raise_terminated)
 
 
 def progress_bar():

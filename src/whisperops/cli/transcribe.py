@@ -47,12 +47,14 @@ def transcribe_cmd(
     Runs the Metaflow TranscriptionFlow (parallel shards, versioned results, a card); --in-process
     runs the same pipeline here without Metaflow.
     """
+    from whisperops import checks
     from whisperops.engine import DecodeOptions
-    from whisperops.models import registry
     from whisperops.writers import parse_formats
 
-    # Usage errors surface here, before anything runs or is written (exit code 2).
+    # Usage errors surface here, before any model loads, task starts or file is written (exit code 2).
     fmt_list = parse_formats(formats)
+    checks.check_count("--workers", workers, "one per CPU core")
+    checks.check_count("--shard-size", shard_size, "spread over the workers")
     options = DecodeOptions(
         language=language,
         task=task,
@@ -63,10 +65,11 @@ def transcribe_cmd(
         initial_prompt=initial_prompt,
         hotwords=hotwords,
     )
+    checks.check_run(model, device, compute_type, threads, options.language, options.task)
+    checks.check_output_dir(output_dir)
     if in_process:
         results = _transcribe_here(sources, model, output_dir, fmt_list, options, device, compute_type, threads, cache)
     else:
-        registry.resolve(model)
         results = _transcribe_with_flow(
             sources,
             output_dir,
@@ -74,7 +77,7 @@ def transcribe_cmd(
             workers,
             {
                 "model": model,
-                "language": language,
+                "language": options.language or "auto",
                 "task": task,
                 "beam_size": beam_size,
                 "batch_size": batch_size,
@@ -140,10 +143,15 @@ def _transcribe_with_flow(sources, output_dir: Path, fmt_list, workers: int, par
     }
 
     async def go():
-        with Runner(str(FLOW_FILE), show_output=False, cwd=runtime_cwd()) as runner:
+        # No pylint pass: its "Running pylint... Pylint not found" would reach the user's output.
+        with Runner(str(FLOW_FILE), show_output=False, cwd=runtime_cwd(), pylint=False) as runner:
             executing = await runner.async_run(max_workers=workers, **params)
             err_console.print(f"Metaflow run [bold]{executing.run.pathspec}[/]", highlight=False)
-            await _follow(executing)
+            try:
+                await _follow(executing)
+            except BaseException:  # Ctrl-C, SIGTERM (see cli.app.Terminated) or a crash here
+                await _stop(executing)
+                raise
             # Read the logs before the Runner's cleanup removes them.
             lines = (executing.stdout + executing.stderr).strip().splitlines()
             errors = [line for line in lines if "Error" in line or "failed" in line.lower()]
@@ -171,6 +179,40 @@ def _absolute(source: str) -> str:
 
     return (
         source if is_url(source) or not Path(source).expanduser().exists() else str(Path(source).expanduser().resolve())
+    )
+
+
+async def _stop(executing) -> None:
+    """Stop the Metaflow run and its tasks, and mark it ``interrupted`` for ``whisperops runs``.
+
+    A terminal's Ctrl-C reaches the runtime too (one process group) and it stops its own tasks; a
+    SIGTERM or SIGINT sent to this process alone does not, so the runtime is sent SIGINT (it then
+    kills its tasks), and anything still alive after that is killed.
+    """
+    import asyncio
+    import contextlib
+    import signal
+    import subprocess
+
+    from whisperops.flows.runs import mark_interrupted
+
+    proc = executing.command_obj.process
+    for sig, wait_s in ((None, 3.0), (signal.SIGINT, 10.0)):
+        if proc.returncode is not None:
+            break
+        if sig is not None:
+            proc.send_signal(sig)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(proc.wait()), wait_s)
+    if proc.returncode is None:
+        subprocess.run(["pkill", "-KILL", "-P", str(proc.pid)], check=False)
+        proc.kill()
+    mark_interrupted(executing.run)
+    err_console.print(
+        f"[yellow]interrupted[/]: run {executing.run.pathspec} stopped; the transcript cache keeps every "
+        "finished item, so running the same command again transcribes only the rest",
+        highlight=False,
+        soft_wrap=True,
     )
 
 
@@ -253,12 +295,21 @@ def print_summary(results, output_dir: Path) -> None:
             table.add_row(r.item.name, "[red]failed", "-", "-", "-", "")
             continue
         status = r.status if t.text else f"{r.status} (no speech)"
+        if t.warnings:
+            status += f" ({len(t.warnings)} warning{'s' if len(t.warnings) > 1 else ''})"
+        if not r.ok:
+            status = "[red]failed"
         speed = f"{t.speed:.1f}x" if r.status == "ok" else "cached"
         text = t.text if len(t.text) <= 60 else t.text[:57] + "..."
         table.add_row(r.item.name, status, f"{t.duration:.1f}s", t.language, speed, text)
     console.print(table)
     failed = [r for r in results if not r.ok]
+    for r in results:
+        for warning in r.transcript.warnings if r.transcript else []:
+            err_console.print(f"[yellow]warning:[/] {r.item.name}: {warning}", highlight=False, soft_wrap=True)
     for r in failed:
         err_console.print(f"[red]failed:[/] {r.error}", highlight=False, soft_wrap=True)
     done = len(results) - len(failed)
-    console.print(f"{done} of {len(results)} items transcribed; outputs in {output_dir}/", highlight=False)
+    written = any(r.outputs for r in results)
+    where = f"; outputs in {output_dir}/" if written else ""
+    console.print(f"{done} of {len(results)} items transcribed{where}", highlight=False)

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from whisperops.audio import is_media_path
-from whisperops.errors import WhisperOpsError
+from whisperops.errors import EXIT_USAGE, WhisperOpsError
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,8 @@ FORMATS = ("jsonl", "csv", "folder")
 
 class DatasetError(WhisperOpsError):
     """A dataset (manifest, CSV or folder) or one of its rows cannot be used."""
+
+    exit_code = EXIT_USAGE
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,7 @@ RESULT_COLUMNS = [
     "speed",
     "status",
     "error",
+    "warnings",
     "wall_s",
 ]
 
@@ -71,6 +72,8 @@ def results_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
                 "speed": round(duration / elapsed, 2) if row["status"] == "ok" and elapsed > 0 else float("nan"),
                 "status": row["status"],
                 "error": row.get("error") or "",
+                # Damaged packets skipped, a truncated file, ...: the item is kept but said to be incomplete.
+                "warnings": "; ".join(t.get("warnings") or []),
                 "wall_s": float(row.get("wall_s") or 0.0),
             }
         )
@@ -207,13 +210,38 @@ def speed_figure(df: pd.DataFrame):
     return fig
 
 
+def md_literal(text: object) -> str:
+    """``text`` as a Markdown code span: shown as written, never read as HTML, a link or emphasis.
+
+    Titles, source names, error messages (with remote servers' HTTP reason phrases in them) and
+    transcripts come from inputs; the card's Markdown renders raw HTML, so a ``<img onerror=...>``
+    there would run in the reader's browser. Backslash escapes are not an option: the card's
+    renderer drops escaped characters. The fence is one backtick longer than any run inside.
+    """
+    value = " ".join(str(text).split())
+    if not value:
+        return ""
+    longest = max((len(run) for run in re.findall(r"`+", value)), default=0)
+    fence = "`" * (longest + 1)
+    return f"{fence} {value} {fence}"
+
+
+_PLAIN = re.compile(r"[\w ,.:;!?'()/+=%-]*", re.UNICODE)
+
+
+def md_text(text: object) -> str:
+    """Plain text as is when it holds nothing Markdown or HTML would read; else :func:`md_literal`."""
+    value = " ".join(str(text).split())
+    return value if _PLAIN.fullmatch(value) else md_literal(value)
+
+
 def summary_markdown(summary: dict[str, Any], title: str, model: str) -> str:
     return (
-        f"# {title}\n\n"
+        f"# {md_text(title)}\n\n"
         f"**{summary['items']} items** · {summary['ok']} transcribed · {summary['cached']} from cache · "
         f"**{summary['failed']} failed**  \n"
         f"audio **{summary['audio_hours']:.3f} h** ({summary['audio_s']:.0f} s) · wall **{summary['wall_s']:.1f} s** · "
-        f"end-to-end speed **{summary['speed']:.1f}x** real time · model `{model}`"
+        f"end-to-end speed **{summary['speed']:.1f}x** real time · model {md_literal(model)}"
     )
 
 
@@ -226,7 +254,11 @@ def render_card(
     model: str,
     min_count: int = 1,
 ) -> None:
-    """Append the run's summary, table and figures to a Metaflow card (``current.card``)."""
+    """Append the run's summary, table and figures to a Metaflow card (``current.card``).
+
+    Input-derived strings reach Markdown only through :func:`md_literal`/:func:`md_text`; table
+    cells are rendered as text by the card itself.
+    """
     import matplotlib.pyplot as plt
     from metaflow.cards import Image, Markdown, Table
 
@@ -236,15 +268,22 @@ def render_card(
         card.append(
             Markdown(
                 "## Failures\n\n"
-                + "\n".join(f"- `{n}`: {e}" for n, e in zip(failed["name"], failed["error"], strict=True))
+                + "\n".join(
+                    f"- {md_literal(n)}: {md_literal(e)}" for n, e in zip(failed["name"], failed["error"], strict=True)
+                )
             )
         )
+    warned = df[df["warnings"] != ""]
+    if len(warned):
+        lines = [f"- {md_literal(n)}: {md_literal(w)}" for n, w in zip(warned["name"], warned["warnings"], strict=True)]
+        card.append(Markdown("## Warnings\n\n" + "\n".join(lines)))
     table = df[
-        ["name", "title", "duration", "language", "segments", "words", "speed", "status", "error", "text"]
+        ["name", "title", "duration", "language", "segments", "words", "speed", "status", "error", "warnings", "text"]
     ].copy()
     table["text"] = table["text"].str.slice(0, 120)
     table["speed"] = table["speed"].round(1).astype(object).where(table["speed"].notna(), "-")
     table["error"] = table["error"].replace("", "-")
+    table["warnings"] = table["warnings"].replace("", "-")
     card.append(Markdown("## Items"))
     card.append(Table.from_dataframe(table, truncate=False))
 

@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 import whisperops.flows
-from whisperops.errors import WhisperOpsError
+from whisperops.errors import OptionError
 
 
 @dataclass
 class RunInfo:
     id: str
-    status: str  # successful | failed | running
+    status: str  # successful | failed | running | interrupted
     created: str
     items: int | None = None
     failed: int | None = None
@@ -33,7 +33,7 @@ def _flow():
     try:
         return Flow(whisperops.flows.FLOW_NAME)
     except MetaflowNotFound as err:
-        raise WhisperOpsError(
+        raise OptionError(
             f"no {whisperops.flows.FLOW_NAME} runs in this Metaflow datastore ({datastore_root()}); "
             "run `whisperops transcribe ...` first, or cd to where .metaflow is"
         ) from err
@@ -52,14 +52,27 @@ def get_run(run_id: str):
     try:
         return Run(pathspec)
     except MetaflowNotFound as err:
-        raise WhisperOpsError(
-            f"run {run_id}: not found in {datastore_root()}; list runs with `whisperops runs`"
-        ) from err
+        raise OptionError(f"run {run_id}: not found in {datastore_root()}; list runs with `whisperops runs`") from err
+
+
+INTERRUPTED_TAG = "interrupted"
+
+
+def mark_interrupted(run) -> None:
+    """Tag ``run`` as stopped by a signal, so listings say so instead of "running" forever."""
+    try:
+        run.add_tag(INTERRUPTED_TAG)
+    except Exception as err:  # a metadata service that refuses tags: the listing falls back to its guess
+        import logging
+
+        logging.getLogger(__name__).warning("cannot tag run %s as interrupted: %s", run.pathspec, err)
 
 
 def run_status(run) -> str:
     if run.successful:
         return "successful"
+    if INTERRUPTED_TAG in run.user_tags:
+        return "interrupted"
     return "failed" if run.finished else "running"  # a crashed run is never "finished": see its end step
 
 
@@ -73,7 +86,7 @@ def list_runs(limit: int = 20) -> list[RunInfo]:
             summary = run.data.summary
             info.items, info.failed = summary["items"], summary["failed"]
             info.audio_hours, info.wall_s = summary["audio_hours"], summary["wall_s"]
-        elif not run.finished and _stale(run):
+        elif info.status == "running" and _stale(run):
             info.status = "failed"
         infos.append(info)
     return infos

@@ -91,9 +91,10 @@ class TranscriptionFlow(FlowSpec):
         import json
         import math
         import time
+        from pathlib import Path
 
-        from whisperops.engine import DecodeOptions, pick_compute_type, pick_device
-        from whisperops.models import registry
+        from whisperops import checks
+        from whisperops.engine import DecodeOptions
         from whisperops.pipeline import ItemResult, TranscriptCache, plan_shards
         from whisperops.sources import resolve
         from whisperops.writers import parse_formats
@@ -112,8 +113,13 @@ class TranscriptionFlow(FlowSpec):
             hotwords=self.hotwords or None,
         ).to_dict()
         options = DecodeOptions(**self.options)
-        model_path = registry.resolve(self.model)  # fail here, once, on an unknown model
-        compute_type = pick_compute_type(pick_device(self.device), self.compute_type)
+        # Every bad option fails here, once, in one line, before a transcribe task starts or a model loads.
+        checks.check_count("--shard-size", self.shard_size, "one shard per CPU core")
+        model_path, _, compute_type = checks.check_run(
+            self.model, self.device, self.compute_type, self.threads, options.language, options.task
+        )
+        if self.output_dir:
+            checks.check_output_dir(Path(self.output_dir))
         cache = TranscriptCache() if self.use_cache else None
 
         items = resolve(self.source_list)
@@ -147,6 +153,7 @@ class TranscriptionFlow(FlowSpec):
         """Load the model once and transcribe this shard's items; a failing item is recorded, not raised."""
         import json
         import time
+        from pathlib import Path
 
         from whisperops.engine import DecodeOptions, Engine
         from whisperops.pipeline import TranscriptCache, transcribe_items
@@ -167,6 +174,9 @@ class TranscriptionFlow(FlowSpec):
                 engine,
                 items,
                 DecodeOptions(**self.options),
+                # Written as each item finishes (as --in-process does), so an interrupted run keeps them.
+                output_dir=Path(self.output_dir) if self.output_dir else None,
+                formats=self.format_list,
                 cache=TranscriptCache() if self.use_cache else None,
                 progress=_PrintProgress(),
             )
@@ -178,40 +188,57 @@ class TranscriptionFlow(FlowSpec):
     @card(type="blank", id="report")
     @step
     def postprocess(self, inputs):
-        """Gather all items into ``results`` (DataFrame) and ``transcripts``, write output files, render the card."""
+        """Gather all items into ``results`` (DataFrame) and ``transcripts``, write output files, render the card.
+
+        Nothing here fails the run: a file that cannot be written fails its item, and a card that
+        cannot be drawn is logged, since every transcript is already safe in the datastore.
+        """
+        import logging
         import time
         from pathlib import Path
 
         from whisperops.flows import report
+        from whisperops.pipeline import write_outputs
         from whisperops.results import Transcript
-        from whisperops.writers import write_all
+        from whisperops.sources import MediaItem
 
         self.merge_artifacts(inputs, include=["started_at", "early_results", "order", "format_list", "model"])
+        # Names are unique within a run (sources.resolve), so each row is its own item's.
         by_name = {r["item"]["name"]: r for r in self.early_results}
         for inp in inputs:
             by_name.update({r["item"]["name"]: r for r in inp.item_results})
         rows = [by_name[name] for name in self.order if name in by_name]
         self.task_seconds = {inp.shard_index: round(inp.task_s, 3) for inp in inputs}
 
+        if self.output_dir:
+            for r in rows:
+                done = r["outputs"] and all(Path(p).is_file() for p in r["outputs"])
+                if r["transcript"] is None or done or r["status"] == "failed":
+                    continue
+                item = MediaItem.from_dict(r["item"])
+                paths, error = write_outputs(
+                    Transcript.from_dict(r["transcript"]), Path(self.output_dir), item, self.format_list
+                )
+                r["outputs"] = [str(p) for p in paths]
+                if error:
+                    r["status"], r["error"] = "failed", error
+        self.outputs = {r["item"]["name"]: r["outputs"] for r in rows if r["outputs"]}
         self.transcripts = {r["item"]["name"]: r["transcript"] for r in rows if r["transcript"] is not None}
         # Per-item status without the (large) transcripts, for `whisperops runs show` and the CLI summary.
         self.items = [{k: v for k, v in r.items() if k != "transcript"} for r in rows]
-        self.outputs = {}
-        if self.output_dir:
-            out = Path(self.output_dir)
-            for name, data in self.transcripts.items():
-                paths = write_all(Transcript.from_dict(data), out, name, self.format_list)
-                self.outputs[name] = [str(p) for p in paths]
         self.results = report.results_frame(rows)
-        self.summary = report.summarize(self.results, time.time() - self.started_at)
-        report.render_card(
-            current.card["report"],
-            self.results,
-            self.summary,
-            title=self.title,
-            model=self.model,
-            min_count=self.min_count,
-        )
+        self.summary = report.summarize(self.results, time.time() - _run_started(self.started_at))
+        try:
+            report.render_card(
+                current.card["report"],
+                self.results,
+                self.summary,
+                title=self.title,
+                model=self.model,
+                min_count=self.min_count,
+            )
+        except Exception:  # the figures are a view of the results, which are already kept
+            logging.getLogger(__name__).exception("card not rendered; the results are in the datastore")
         self.next(self.end)
 
     @step
@@ -224,6 +251,8 @@ class TranscriptionFlow(FlowSpec):
             f"{s['items']} items: {s['ok']} transcribed, {s['cached']} cached, {s['failed']} failed; "
             f"{s['audio_hours']:.3f} h of audio in {s['wall_s']:.1f} s ({s['speed']:.1f}x real time)"
         )
+        for _, row in self.results[self.results["warnings"] != ""].iterrows():
+            print(f"warning: {row['name']}: {row['warnings']}")
         for _, row in self.results[self.results["status"] == "failed"].iterrows():
             print(f"failed: {row['error']}")
         print(
@@ -231,6 +260,21 @@ class TranscriptionFlow(FlowSpec):
             f"`whisperops runs show {current.run_id}`, or `card view postprocess`"
         )
         print("whisperops-progress " + json.dumps({"summary": s}))
+
+
+def _run_started(started_at: float) -> float:
+    """When this run's work began: a resumed run counts from its resume, not from the original's start
+    (``start`` is cloned on resume, ``started_at`` with it)."""
+    if current.origin_run_id is None:
+        return started_at
+    try:
+        from metaflow import Run, namespace
+
+        namespace(None)
+        created = Run(f"{current.flow_name}/{current.run_id}").created_at
+        return created.timestamp() if hasattr(created, "timestamp") else started_at
+    except Exception:  # no metadata to ask: the original start is the best known
+        return started_at
 
 
 def parse_sources(value: str) -> list[str]:

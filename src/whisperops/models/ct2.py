@@ -100,18 +100,23 @@ def read_model(path: str | Path, load_data: bool = True) -> CT2Model:
     if path.is_dir():
         path = path / "model.bin"
     with path.open("rb") as f:
-        (version,) = _read(f, "<I")
-        if version < 5:
-            raise ValueError(f"{path}: CTranslate2 model.bin version {version} is not supported (need >= 5)")
-        spec = _read_string(f)
-        (revision,) = _read(f, "<I")
-        (nvars,) = _read(f, "<I")
-        variables = {v.name: v for v in iter_variables(f, nvars, load_data)}
-        aliases: dict[str, str] = {}
-        (nalias,) = _read(f, "<I")
-        for _ in range(nalias):
-            alias = _read_string(f)
-            aliases[alias] = _read_string(f)
+        return read_model_stream(f, str(path), load_data)
+
+
+def read_model_stream(f: BinaryIO, name: str, load_data: bool = False) -> CT2Model:
+    """:func:`read_model` over an open stream (``name`` is for messages); split weights read joined."""
+    (version,) = _read(f, "<I")
+    if version < 5:
+        raise ValueError(f"{name}: CTranslate2 model.bin version {version} is not supported (need >= 5)")
+    spec = _read_string(f)
+    (revision,) = _read(f, "<I")
+    (nvars,) = _read(f, "<I")
+    variables = {v.name: v for v in iter_variables(f, nvars, load_data)}
+    aliases: dict[str, str] = {}
+    (nalias,) = _read(f, "<I")
+    for _ in range(nalias):
+        alias = _read_string(f)
+        aliases[alias] = _read_string(f)
     return CT2Model(spec, version, revision, variables, aliases)
 
 

@@ -156,7 +156,8 @@ def _assemble_bundled(b: Bundled) -> Path | None:
     return target
 
 
-def _detect_format(path: Path) -> str:
+def detect_format(path: Path) -> str:
+    """``ct2``, ``hf``, ``openai``, ``ggml`` or ``unknown``: what kind of weights a directory holds."""
     if (path / "model.bin").exists():
         return "ct2"
     if (path / "config.json").exists() and (any(path.glob("*.safetensors")) or (path / "pytorch_model.bin").exists()):
@@ -169,42 +170,133 @@ def _detect_format(path: Path) -> str:
     return "unknown"
 
 
-def _describe_dir(info: ModelInfo) -> ModelInfo:
-    """Fill in size, parameter count and languages from the files in ``info.path``."""
+class _JoinedParts:
+    """The parts of a split ``model.bin`` read as one stream (read and relative seek only)."""
+
+    def __init__(self, parts: list[Path]) -> None:
+        self._files = [p.open("rb") for p in parts]
+        self._sizes = [p.stat().st_size for p in parts]
+        self._pos = 0
+
+    def read(self, n: int) -> bytes:
+        out = b""
+        while n > 0:
+            i, offset = self._locate(self._pos)
+            if i is None:
+                break
+            f = self._files[i]
+            f.seek(offset)
+            chunk = f.read(min(n, self._sizes[i] - offset))
+            out, n, self._pos = out + chunk, n - len(chunk), self._pos + len(chunk)
+        return out
+
+    def seek(self, n: int, whence: int = 1) -> None:
+        self._pos += n
+
+    def _locate(self, pos: int) -> tuple[int | None, int]:
+        for i, size in enumerate(self._sizes):
+            if pos < size:
+                return i, pos
+            pos -= size
+        return None, 0
+
+    def close(self) -> None:
+        for f in self._files:
+            f.close()
+
+
+def read_weights_header(path: Path, parts: list[Path] | None = None):
+    """The CTranslate2 header of ``path/model.bin`` (or of its split ``parts``), tensors skipped.
+
+    Reading the header walks every tensor's name, shape and size, so a damaged or truncated file is
+    found here, in one line naming it, instead of as a traceback from the runtime's loader.
+    """
+    import struct
+
+    from whisperops.models import ct2
+
+    model_bin = path / "model.bin"
+    try:
+        if parts is None:
+            return ct2.read_model(model_bin, load_data=False)
+        stream = _JoinedParts(parts)
+        try:
+            return ct2.read_model_stream(stream, str(parts[0]))
+        finally:
+            stream.close()
+    except (OSError, ValueError, KeyError, struct.error) as err:
+        reason = str(err).splitlines()[0][:120] if str(err) else type(err).__name__
+        raise ModelNotFoundError(
+            f"{model_bin}: not a readable CTranslate2 model ({reason}); reinstall or re-convert the model"
+        ) from err
+
+
+def is_multilingual(path: Path) -> bool | None:
+    """Whether the weights in ``path`` cover many languages, read from their files without loading them.
+
+    Multilingual Whisper vocabularies have 51865+ tokens, English-only ones 51864. None when unknown.
+    """
+    fmt = detect_format(path)
+    if fmt == "ct2":
+        emb = read_weights_header(path).variables.get("decoder/embeddings/weight")
+        return emb.shape[0] >= 51865 if emb is not None else None
+    if fmt == "hf":
+        cfg = json.loads((path / "config.json").read_text())
+        return cfg["vocab_size"] >= 51865 if "vocab_size" in cfg else None
+    return None
+
+
+def describe_dir(info: ModelInfo, parts: list[Path] | None = None) -> ModelInfo:
+    """Fill in size, parameter count and languages from the files in ``info.path`` (or ``parts``)."""
     path = info.path
     if path is None or not path.is_dir():
         return info
-    info.format = _detect_format(path)
-    info.size_bytes = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    info.format = "ct2" if parts else detect_format(path)
+    files = parts or [f for f in path.rglob("*") if f.is_file()]
+    info.size_bytes = sum(f.stat().st_size for f in files)
     if info.format == "ct2":
-        from whisperops.models import ct2
-
         try:
-            model = ct2.read_model(path, load_data=False)
-            info.parameters = model.num_parameters
-            emb = model.variables.get("decoder/embeddings/weight")
-            if emb is not None:
-                # Multilingual Whisper vocabularies have 51865+ tokens, English-only 51864.
-                info.multilingual = emb.shape[0] >= 51865
-        except (OSError, ValueError) as err:
-            log.warning("cannot read %s: %s", path, err)
+            model = read_weights_header(path, parts)
+        except ModelNotFoundError as err:
+            log.warning("%s", err)
+            return info
+        info.parameters = model.num_parameters
+        emb = model.variables.get("decoder/embeddings/weight")
+        if emb is not None:
+            info.multilingual = emb.shape[0] >= 51865
     elif info.format == "hf":
-        cfg = json.loads((path / "config.json").read_text())
-        if "vocab_size" in cfg:
-            info.multilingual = cfg["vocab_size"] >= 51865
+        info.multilingual = is_multilingual(path)
     return info
 
 
+def _bundled_parts(b: Bundled) -> tuple[Path, list[Path] | None] | None:
+    """Where ``b``'s weights are without joining them: (directory, split parts or None when whole)."""
+    dirs = [_package_dir(p) for p in b.packages]
+    if any(d is None for d in dirs):
+        return None
+    data_dirs = [d / b.subdir for d in dirs]  # type: ignore[operator]
+    if len(data_dirs) == 1:
+        return data_dirs[0], None
+    parts = sorted((p for d in data_dirs for p in d.glob("model.bin.part*")), key=lambda p: p.name)
+    joined = cache_dir() / "models" / b.name / "model.bin"
+    if joined.exists() and joined.stat().st_size == sum(p.stat().st_size for p in parts):
+        return joined.parent, None
+    return data_dirs[0], parts
+
+
 def list_models() -> list[ModelInfo]:
-    """Bundled and registered models, with what is installed and how to get the rest."""
+    """Bundled and registered models, with what is installed and how to get the rest.
+
+    A listing never joins split weights (145 MB for base): that happens once, on first use.
+    """
     out: list[ModelInfo] = []
     for b in BUNDLED.values():
-        dirs = [_package_dir(p) for p in b.packages]
-        installed = all(d is not None for d in dirs)
-        path = None
-        if installed:
-            path = _assemble_bundled(b)
-        out.append(_describe_dir(ModelInfo(b.name, "bundled", path, installed, "ct2", b.install)))
+        found = _bundled_parts(b)
+        if found is None:
+            out.append(ModelInfo(b.name, "bundled", None, False, "ct2", b.install))
+            continue
+        path, parts = found
+        out.append(describe_dir(ModelInfo(b.name, "bundled", path, True, "ct2", b.install), parts))
     for name, path in sorted(registered().items()):
         info = ModelInfo(
             name,
@@ -214,7 +306,7 @@ def list_models() -> list[ModelInfo]:
             "unknown",
             "" if path.is_dir() else f"missing: {path} was moved or deleted",
         )
-        out.append(_describe_dir(info))
+        out.append(describe_dir(info))
     for size in ("small", "medium", "large-v3", "turbo"):
         out.append(
             ModelInfo(
@@ -227,6 +319,63 @@ def list_models() -> list[ModelInfo]:
             )
         )
     return out
+
+
+_DIGESTS: dict[str, tuple[tuple[int, int, int], str]] = {}
+
+
+def _digest_file() -> Path:
+    return cache_dir() / "models" / "digests.json"
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of ``path``'s bytes, computed once per version of the file.
+
+    Memoised (in this process and on disk, for the next one) by path, size, mtime and inode: weights
+    rewritten in place, even at the same size, get a new digest, while an unchanged 145 MB file is
+    not read again.
+    """
+    import hashlib
+
+    path = Path(path).resolve()
+    st = path.stat()
+    stamp = (st.st_size, st.st_mtime_ns, st.st_ino)
+    key = str(path)
+    known = _DIGESTS.get(key)
+    if known is None:
+        try:
+            entry = json.loads(_digest_file().read_text()).get(key)
+            known = (tuple(entry[0]), entry[1]) if entry else None
+        except (OSError, ValueError, TypeError, IndexError):
+            known = None
+    if known is not None and known[0] == stamp:
+        _DIGESTS[key] = known  # type: ignore[assignment]
+        return known[1]
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(16 << 20):
+            h.update(block)
+    digest = h.hexdigest()
+    _DIGESTS[key] = (stamp, digest)
+    try:
+        entries = json.loads(_digest_file().read_text())
+    except (OSError, ValueError):
+        entries = {}
+    entries[key] = [list(stamp), digest]
+    try:
+        atomic_write_text(_digest_file(), json.dumps(entries, indent=1, sort_keys=True))
+    except OSError as err:  # a read-only cache only costs a re-hash next time
+        log.debug("cannot save weight digests: %s", err)
+    return digest
+
+
+def weights_digest(path: Path) -> str:
+    """One digest of everything in a model directory that decides its output (weights, vocabulary, config)."""
+    import hashlib
+
+    files = sorted(f for f in Path(path).iterdir() if f.is_file() and not f.name.startswith("."))
+    combined = "\n".join(f"{f.name}:{file_digest(f)}" for f in files)
+    return hashlib.sha256(combined.encode()).hexdigest()
 
 
 def available_names() -> list[str]:
@@ -256,7 +405,7 @@ def resolve(name: str | Path) -> Path:
         return path
     local = Path(name).expanduser()
     if local.exists():
-        if local.is_dir() and _detect_format(local) != "unknown":
+        if local.is_dir() and detect_format(local) != "unknown":
             return local.resolve()
         raise ModelNotFoundError(
             f"model {name!r}: not a CTranslate2 (model.bin), Hugging Face (config.json + weights), "

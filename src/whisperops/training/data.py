@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from whisperops.data.manifest import Dataset as Rows
-from whisperops.errors import WhisperOpsError
+from whisperops.errors import EXIT_USAGE, WhisperOpsError
 from whisperops.paths import cache_dir
 from whisperops.training.config import MAX_AUDIO_S, MAX_LABEL_TOKENS
 
@@ -33,6 +33,8 @@ FEATURES_VERSION = 1  # bump when the prepared columns change
 
 class TrainingDataError(WhisperOpsError):
     """A training or evaluation dataset cannot be used for fine-tuning."""
+
+    exit_code = EXIT_USAGE
 
 
 @dataclass

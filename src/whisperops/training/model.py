@@ -39,7 +39,7 @@ def hf_model_dir(model: str) -> Path:
     converter writes into the cache, keyed by the source's path and size so a new install converts again.
     """
     path = registry.resolve(model)
-    fmt = registry._detect_format(path)
+    fmt = registry.detect_format(path)
     if fmt == "hf":
         return path
     from whisperops.models.convert import convert_ct2_to_hf

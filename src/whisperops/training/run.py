@@ -180,7 +180,7 @@ def preflight(cfg: FinetuneConfig) -> Preflight:
 def _english_only(model_path: Path) -> bool:
     from whisperops.models import registry
 
-    info = registry._describe_dir(registry.ModelInfo("", "local", model_path, True, "unknown"))
+    info = registry.describe_dir(registry.ModelInfo("", "local", model_path, True, "unknown"))
     return info.multilingual is False
 
 

@@ -64,7 +64,7 @@ def __dir__() -> list[str]:
 
 def _source(model: str | Path) -> tuple[Path, str]:
     path = registry.resolve(model)
-    fmt = registry._detect_format(path)
+    fmt = registry.detect_format(path)
     if fmt not in ("ct2", "hf"):
         raise ConversionError(f"model {str(model)!r} at {path}: neither CTranslate2 nor Hugging Face weights")
     return path, fmt

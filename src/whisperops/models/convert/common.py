@@ -17,7 +17,7 @@ class ConversionError(WhisperOpsError):
 def resolve_source(model: str | Path, fmt: str) -> Path:
     """Directory of ``model`` (a registry name or a directory), checked to be in format ``fmt``."""
     path = registry.resolve(model)
-    found = registry._detect_format(path)
+    found = registry.detect_format(path)
     if found != fmt:
         hint = {"ct2": "--to hf", "hf": "--to ct2"}[found] if found in ("ct2", "hf") else ""
         raise ConversionError(
