@@ -16,7 +16,7 @@ def test_folders_recurse_by_media_extension(tmp_path, jfk):
     shutil.copy(jfk, tmp_path / "a" / "b" / "two.flac")
     (tmp_path / "a" / "notes.md").write_text("not media")
     items = resolve([tmp_path / "a"])
-    assert sorted(i.name for i in items) == ["one", "two"]
+    assert sorted(i.name for i in items) == ["b/two", "one"], "a folder's layout is mirrored in the names"
     assert all(i.error is None and i.path.exists() for i in items)
 
 
@@ -29,7 +29,9 @@ def test_list_files_comments_relative_paths_and_duplicates(tmp_path, jfk):
     listing.write_text("# my batch\njfk.flac\n\n  jfk.flac  # again: dropped\nsub/jfk.flac\nmissing.wav\n")
     items = resolve([listing])
     good = [i for i in items if i.error is None]
-    assert [i.name for i in good] == ["jfk", "jfk-2"], "duplicates dropped, names made unique"
+    assert len(good) == 2 and good[0].name == "jfk", "duplicates dropped"
+    assert good[1].name.startswith("jfk-") and len(good[1].name) == len("jfk-") + 6, "the second jfk gets a hash"
+    assert resolve([listing])[1].name == good[1].name, "names are stable from run to run"
     bad = [i for i in items if i.error]
     assert len(bad) == 1 and "missing.wav" in bad[0].error and "no such file" in bad[0].error
 

@@ -148,6 +148,14 @@ def _resolve_one(source: str, depth: int) -> list[MediaItem]:
             return [MediaItem(source, name, url=source, metadata={"title": name, "url": source})]
         return _expand_url(source)
     path = Path(source).expanduser()
+    try:
+        return _resolve_path(source, path, depth)
+    except OSError as err:  # a name too long for the file system, a folder we may not list, ...
+        reason = err.strerror or str(err)
+        return [MediaItem(source, _safe_name(path.stem), error=f"{source}: cannot read it ({reason})")]
+
+
+def _resolve_path(source: str, path: Path, depth: int) -> list[MediaItem]:
     if not path.exists():
         return [MediaItem(source, _safe_name(path.stem), error=f"{source}: no such file or directory")]
     if path.is_dir():

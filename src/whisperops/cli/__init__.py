@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import sys
 
 from whisperops.cli import convert as _convert  # noqa: F401  (registers commands)
@@ -12,7 +13,7 @@ from whisperops.cli import models as _models  # noqa: F401  (registers commands)
 from whisperops.cli import runs as _runs  # noqa: F401
 from whisperops.cli import serve as _serve  # noqa: F401
 from whisperops.cli import transcribe as _transcribe  # noqa: F401
-from whisperops.cli.app import Terminated, app, err_console, exit_on_signals
+from whisperops.cli.app import Interrupted, app, err_console, exit_on_signals
 from whisperops.errors import EXIT_USAGE, WhisperOpsError
 
 __all__ = ["EXIT_USAGE", "main"]
@@ -26,8 +27,7 @@ def main() -> None:
         # One line; usage errors (options, model names, dataset rows) exit 2, runtime failures 1.
         err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
         sys.exit(err.exit_code)
-    except KeyboardInterrupt as err:
+    except Interrupted as err:
         # 128 + the signal's number, as shells report a process a signal stopped: 130 INT, 143 TERM.
-        signum = err.signum if isinstance(err, Terminated) else 2
-        err_console.print(f"[yellow]interrupted[/] (signal {signum})", highlight=False)
-        sys.exit(128 + signum)
+        err_console.print(f"[yellow]interrupted[/] ({signal.Signals(err.signum).name})", highlight=False)
+        sys.exit(128 + err.signum)

@@ -26,21 +26,25 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM, raised where the program is, so that it stops as on Ctrl-C (cleanup runs, exit 143)."""
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM, raised where the program is, so cleanup runs and the exit code says which.
+
+    Not a KeyboardInterrupt: click turns those into "Aborted!" and exit 1 before ``main`` sees them.
+    """
 
     def __init__(self, signum: int) -> None:
         super().__init__(f"signal {signum}")
         self.signum = signum
 
 
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated(signum)
+def _raise_interrupted(signum: int, frame: object) -> None:
+    raise Interrupted(signum)
 
 
 def exit_on_signals() -> None:
-    """Make SIGTERM unwind like Ctrl-C: ``finally`` blocks run, child runs are stopped, partial files removed."""
-    signal.signal(signal.SIGTERM, _raise_terminated)
+    """Make Ctrl-C and SIGTERM unwind: ``finally`` blocks run, a child run is stopped, temp files go."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _raise_interrupted)
 
 
 def progress_bar():

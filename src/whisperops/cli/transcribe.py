@@ -149,7 +149,7 @@ def _transcribe_with_flow(sources, output_dir: Path, fmt_list, workers: int, par
             err_console.print(f"Metaflow run [bold]{executing.run.pathspec}[/]", highlight=False)
             try:
                 await _follow(executing)
-            except BaseException:  # Ctrl-C, SIGTERM (see cli.app.Terminated) or a crash here
+            except BaseException:  # Ctrl-C, SIGTERM (see cli.app.Interrupted) or a crash here
                 await _stop(executing)
                 raise
             # Read the logs before the Runner's cleanup removes them.
