@@ -36,7 +36,7 @@ CLIPS = {  # relative path in the batch -> (shared clip, words its transcript mu
     "a/x.wav": ("ljspeech/LJ001-0002.wav", "comparatively modern"),
     "b/x.wav": ("ljspeech/LJ001-0008.wav", "never been surpassed"),
     "c/x-2.wav": ("ljspeech/LJ001-0013.wav", "ugly ones"),
-    "album/talk.wav": ("librivox/sense_and_sensibility_01_austen_64kb-0880.wav", "ill disposed"),
+    "album/talk.wav": ("librivox/sense_and_sensibility_01_austen_64kb-0880.wav", "young man"),
     "album/sub/talk.wav": ("librivox/sense_and_sensibility_01_austen_64kb-0930.wav", "amiable"),
     f"album/{LONG_NAME}.wav": ("ljspeech/LJ001-0002.wav", "comparatively modern"),
 }
@@ -116,7 +116,7 @@ def batch(shared_speech: Path, tmp_path_factory, hostile_url):
     album = root / "album"
     (album / "._talk.wav").write_bytes(b"\0\5\26\7" + os.urandom(4000))  # macOS AppleDouble companion
     (album / ".hidden.wav").write_bytes(os.urandom(4000))
-    (album / HOSTILE_FILE).write_bytes(os.urandom(3000))
+    (album / HOSTILE_FILE).write_bytes(b"not audio at all\n" * 200)
     # 2000 random bytes a third of the way into an MP3: the rest must still be transcribed.
     _encode_mp3(shared_speech / "ljspeech/LJ001-0008.wav", album / "damaged.mp3")
     data = bytearray((album / "damaged.mp3").read_bytes())
@@ -134,15 +134,15 @@ def batch(shared_speech: Path, tmp_path_factory, hostile_url):
 GOOD = {  # output name -> words its transcript must hold
     "x": "comparatively modern",
     "x-2": "ugly ones",
-    "talk": "ill disposed",
+    "talk": "young man",
     "sub/talk": "amiable",
     LONG_NAME: "comparatively modern",
-    "damaged": "surpassed",
+    "damaged": "passed",  # the end, after the damage (2000 bytes also take part of a word)
     "cut": "he might",
 }
 FAILED = {  # a needle of the source -> what its one line must say
     "novideo.mp4": "has no audio stream",
-    "onerror=document": "cannot decode",
+    "onerror=document": "not an audio or video file",
     "/talk.wav": "500",
 }
 
