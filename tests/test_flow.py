@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -210,12 +211,16 @@ def test_resume_reruns_only_the_crashed_shard(shared_speech, tmp_path):
     assert crashed.returncode != 0
     assert "injected crash" in crashed.stdout + crashed.stderr
     first = run_id_of(tmp_path / "first")
+    began = time.time()
     resumed = flow("resume", "--origin-run-id", first, "--run-id-file", str(tmp_path / "second"))
     assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
     from whisperops.flows.runs import get_run
 
     run = get_run(run_id_of(tmp_path / "second"))
     assert run.successful and list(run.data.results["status"]) == ["ok", "ok"]
+    # wall time (and speed) count from the resume, not from the crashed run's start
+    assert 0 < run.data.summary["wall_s"] <= time.time() - began
+    assert run.data.started_at < began
     tasks = {t.data.shard_index: t for t in run["transcribe"]}
     # shard 0 finished in the crashed run: cloned, not recomputed; shard 1 ran anew
     assert tasks[0].origin_pathspec is not None and tasks[0].origin_pathspec.startswith(f"TranscriptionFlow/{first}/")

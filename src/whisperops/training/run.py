@@ -96,15 +96,9 @@ def _check_split(rows: Rows, flag: str, english_only: bool, model: str) -> None:
 
 
 def _check_writable(output: Path) -> None:
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-        probe = output / f".whisperops-write-test-{os.getpid()}"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise OptionError(
-            f"--output {output}: not writable ({err.strerror or err}); choose a folder you can write to"
-        ) from err
+    from whisperops.checks import check_output_dir
+
+    check_output_dir(output, "--output")
 
 
 def _warn_if_nearly_full(paths: list[Path]) -> None:
