@@ -145,12 +145,18 @@ def _transcribe_with_flow(sources, output_dir: Path, fmt_list, workers: int, par
     async def go():
         # No pylint pass: its "Running pylint... Pylint not found" would reach the user's output.
         with Runner(str(FLOW_FILE), show_output=False, cwd=runtime_cwd(), pylint=False) as runner:
-            executing = await runner.async_run(max_workers=workers, **params)
+            try:
+                executing = await runner.async_run(max_workers=workers, **params)
+            except BaseException:  # stopped before the run had an id: stop what was started
+                for command in list(runner.spm.commands.values()):
+                    if command.process is not None:
+                        await _stop(command.process)
+                raise
             err_console.print(f"Metaflow run [bold]{executing.run.pathspec}[/]", highlight=False)
             try:
                 await _follow(executing)
             except BaseException:  # Ctrl-C, SIGTERM (see cli.app.Interrupted) or a crash here
-                await _stop(executing)
+                await _stop(executing.command_obj.process, executing.run)
                 raise
             # Read the logs before the Runner's cleanup removes them.
             lines = (executing.stdout + executing.stderr).strip().splitlines()
@@ -182,8 +188,8 @@ def _absolute(source: str) -> str:
     )
 
 
-async def _stop(executing) -> None:
-    """Stop the Metaflow run and its tasks, and mark it ``interrupted`` for ``whisperops runs``.
+async def _stop(proc, run=None) -> None:
+    """Stop the Metaflow runtime ``proc`` and its tasks, and tag ``run`` ``interrupted`` for ``whisperops runs``.
 
     A terminal's Ctrl-C reaches the runtime too (one process group) and it stops its own tasks; a
     SIGTERM or SIGINT sent to this process alone does not, so the runtime is sent SIGINT (it then
@@ -196,7 +202,6 @@ async def _stop(executing) -> None:
 
     from whisperops.flows.runs import mark_interrupted
 
-    proc = executing.command_obj.process
     for sig, wait_s in ((None, 3.0), (signal.SIGINT, 10.0)):
         if proc.returncode is not None:
             break
@@ -207,9 +212,11 @@ async def _stop(executing) -> None:
     if proc.returncode is None:
         subprocess.run(["pkill", "-KILL", "-P", str(proc.pid)], check=False)
         proc.kill()
-    mark_interrupted(executing.run)
+    if run is None:
+        return
+    mark_interrupted(run)
     err_console.print(
-        f"[yellow]interrupted[/]: run {executing.run.pathspec} stopped; the transcript cache keeps every "
+        f"[yellow]interrupted[/]: run {run.pathspec} stopped; the transcript cache keeps every "
         "finished item, so running the same command again transcribes only the rest",
         highlight=False,
         soft_wrap=True,
