@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from whisperops.cli.app import app, console, err_console, progress_bar
 from whisperops.cli.options import option
 from whisperops.engine import DecodeOptions, EngineConfig
+
+if TYPE_CHECKING:
+    import asyncio
 
 EXIT_SOME_FAILED = 1
 
@@ -188,7 +192,7 @@ def _absolute(source: str) -> str:
     )
 
 
-async def _stop(proc, run=None) -> None:
+async def _stop(proc: asyncio.subprocess.Process, run: Any = None) -> None:
     """Stop the Metaflow runtime ``proc`` and its tasks, and tag ``run`` ``interrupted`` for ``whisperops runs``.
 
     A terminal's Ctrl-C reaches the runtime too (one process group) and it stops its own tasks; a
