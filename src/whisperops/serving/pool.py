@@ -91,8 +91,7 @@ class ModelPool:
             else:
                 from whisperops.models import registry
 
-                info = registry.ModelInfo(name, "local", registry.resolve(name), True, "unknown")
-                self._multilingual[name] = registry._describe_dir(info).multilingual
+                self._multilingual[name] = registry.is_multilingual(registry.resolve(name))
         return self._multilingual[name]
 
     def loaded(self) -> list[str]:
