@@ -409,9 +409,19 @@ def test_corrupt_weights_and_lazy_listing(tmp_path, jfk, monkeypatch):
     assert not (tmp_path / "fresh-cache" / "models" / "base").exists(), "a listing joins no weights"
 
 
-def test_nothing_written_says_so(tmp_path):
-    proc = cli("transcribe", str(tmp_path / "missing.wav"), "-o", str(tmp_path / "o"), "--in-process")
-    assert proc.returncode == 1 and "0 of 1 items transcribed" in proc.stdout and "outputs in" not in proc.stdout
+def test_a_write_failure_fails_its_item_and_nothing_written_says_so(shared_speech, tmp_path):
+    out = tmp_path / "o"
+    (out / "LJ001-0002.txt").mkdir(parents=True)  # a folder where the item's file must go
+    clip = shared_speech / "ljspeech/LJ001-0002.wav"
+    proc = cli(
+        "transcribe", str(tmp_path / "missing.wav"), str(clip), "-o", str(out), "--formats", "txt", "--in-process"
+    )
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    failures = [line for line in proc.stderr.splitlines() if line.startswith("failed:")]
+    assert len(failures) == 2 and "no such file" in failures[0], failures
+    assert f"cannot write {out}/LJ001-0002.*" in failures[1] and "Is a directory" in failures[1]
+    assert "0 of 2 items transcribed" in proc.stdout and "outputs in" not in proc.stdout
+    assert sorted(p.name for p in out.iterdir()) == ["LJ001-0002.txt"], "nothing half-written"
 
 
 def _wait_for(predicate, timeout: float) -> bool:
