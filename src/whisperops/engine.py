@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from whisperops.config import setting
 from whisperops.errors import ModelNotFoundError, OptionError
+from whisperops.languages import language_code
 from whisperops.models import registry
 from whisperops.results import Segment, Transcript, Word
 
@@ -55,8 +56,6 @@ class DecodeOptions:
         if self.language is not None and self.language.strip().lower() in ("", "auto"):
             self.language = None
         if self.language is not None:
-            from whisperops.languages import language_code
-
             self.language = language_code(self.language)
         if self.task not in TASKS:
             raise OptionError(f"--task {self.task!r}: must be one of {', '.join(TASKS)}")
