@@ -449,6 +449,7 @@ def test_ctrl_c_in_process_keeps_finished_items(shared_speech, tmp_path):
     assert "interrupted" in err and "Traceback" not in err
     assert "modern" in (out / "LJ001-0002.txt").read_text() and json.loads((out / "LJ001-0002.json").read_text())
     assert not list(out.glob(".whisperops-*")), "no half-written file"
+    assert not (out / f"{clips[-1].stem}.txt").exists(), "it stopped instead of finishing the batch"
     assert list((cache / "transcripts").rglob("*.json")), "the cache keeps what was finished"
 
 

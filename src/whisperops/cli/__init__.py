@@ -13,7 +13,7 @@ from whisperops.cli import models as _models  # noqa: F401  (registers commands)
 from whisperops.cli import runs as _runs  # noqa: F401
 from whisperops.cli import serve as _serve  # noqa: F401
 from whisperops.cli import transcribe as _transcribe  # noqa: F401
-from whisperops.cli.app import Interrupted, app, err_console, exit_on_signals
+from whisperops.cli.app import Interrupted, app, err_console, exit_on_signals, raise_if_interrupted
 from whisperops.errors import EXIT_USAGE, WhisperOpsError
 
 __all__ = ["EXIT_USAGE", "main"]
@@ -22,7 +22,11 @@ __all__ = ["EXIT_USAGE", "main"]
 def main() -> None:
     exit_on_signals()
     try:
-        app()
+        try:
+            app()
+        except SystemExit:
+            raise_if_interrupted()  # a deferred signal that came after the last progress event
+            raise
     except WhisperOpsError as err:
         # One line; usage errors (options, model names, dataset rows) exit 2, runtime failures 1.
         err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)

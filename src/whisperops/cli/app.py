@@ -6,8 +6,11 @@ Command modules import heavy libraries inside their functions, never at module l
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
+import sys
+from collections.abc import Iterator
 
 import typer
 from rich.console import Console
@@ -37,14 +40,52 @@ class Interrupted(BaseException):
         self.signum = signum
 
 
+_received: list[int] = []
+_deferred = False
+
+
 def _raise_interrupted(signum: int, frame: object) -> None:
+    first = not _received
+    _received.append(signum)
+    if _deferred and first:
+        return  # raised at the next progress event (see deferred_signals)
     raise Interrupted(signum)
+
+
+def raise_if_interrupted() -> None:
+    """Raise a signal that arrived while signals were deferred (see :func:`deferred_signals`)."""
+    if _received:
+        raise Interrupted(_received[-1])
+
+
+@contextlib.contextmanager
+def deferred_signals() -> Iterator[None]:
+    """While media is decoded, a first signal only marks; the next progress event raises it.
+
+    PyAV drops (or prints) an exception raised inside its read callbacks, so raising from the
+    handler there would go unnoticed. A second signal raises at once.
+    """
+    global _deferred
+    _deferred = True
+    try:
+        yield
+    finally:
+        _deferred = False
+    raise_if_interrupted()
 
 
 def exit_on_signals() -> None:
     """Make Ctrl-C and SIGTERM unwind: ``finally`` blocks run, a child run is stopped, temp files go."""
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, _raise_interrupted)
+    default_hook = sys.unraisablehook
+
+    def quiet_swallowed_signal(unraisable) -> None:
+        # A second signal dropped by native code would print its traceback; it is raised again later.
+        if not isinstance(unraisable.exc_value, Interrupted):
+            default_hook(unraisable)
+
+    sys.unraisablehook = quiet_swallowed_signal
 
 
 def progress_bar():

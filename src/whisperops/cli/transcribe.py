@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from whisperops.cli.app import app, console, err_console, progress_bar
+from whisperops.cli.app import app, console, deferred_signals, err_console, progress_bar, raise_if_interrupted
 from whisperops.cli.options import option
 from whisperops.engine import DecodeOptions, EngineConfig
 
@@ -109,7 +109,7 @@ def _transcribe_here(sources, model, output_dir, fmt_list, options, device, comp
 
     items = resolve(sources)
     engine = Engine(model, device=device, compute_type=compute_type, cpu_threads=threads)
-    with RichProgress(len(items)) as progress:
+    with deferred_signals(), RichProgress(len(items)) as progress:
         return transcribe_items(
             engine,
             items,
@@ -280,18 +280,22 @@ class RichProgress:
         self._progress.__exit__(*exc)
 
     def item_started(self, item) -> None:
+        raise_if_interrupted()
         self._progress.update(self._audio, description=f"[dim]{item.name[:40]}", completed=0, total=None)
 
     def audio_known(self, item, seconds: float) -> None:
+        raise_if_interrupted()
         self._progress.update(self._audio, total=round(seconds))
 
     def segment_done(self, item, segment) -> None:
+        raise_if_interrupted()  # before the item is cached or written: it may have been cut short
         self._progress.update(self._audio, completed=round(segment.end))
 
     def item_done(self, result) -> None:
         task = self._progress.tasks[self._audio]
         self._progress.update(self._audio, completed=task.total or 0)
         self._progress.advance(self._items)
+        raise_if_interrupted()
 
 
 def print_summary(results, output_dir: Path) -> None:
