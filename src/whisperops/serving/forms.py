@@ -329,6 +329,10 @@ async def receive_form(request: Request, state: ServerState, ticket: Ticket, tas
             if message["type"] == "http.disconnect":
                 raise invalid("file", "the client disconnected before the upload ended", "client_disconnected")
             chunk = message.get("body", b"")
+            last = not message.get("more_body", False)
+            if last:
+                # Read to its end: an error found below can keep the connection open.
+                request.scope["whisperops.body_done"] = True
             seen += len(chunk)
             if seen > limit:
                 raise too_large
@@ -341,8 +345,7 @@ async def receive_form(request: Request, state: ServerState, ticket: Ticket, tas
             if parser.pending:
                 data, parser.pending = b"".join(parser.pending), []
                 await run_in_threadpool(parser.file.write, data)
-            if not message.get("more_body", False):
-                request.scope["whisperops.body_done"] = True
+            if last:
                 break
         if not parser.ended:
             raise invalid("file", "the multipart body was cut off before its closing boundary", "invalid_multipart")

@@ -72,7 +72,8 @@ def render(
         return WRITERS[fmt]().render(t)
     body: dict[str, Any] = {
         "task": task,
-        "language": LANGUAGES.get(t.language, t.language),
+        # A translation's text is English, and OpenAI's type says so; the source language is in the logs.
+        "language": "english" if task == "translate" else LANGUAGES.get(t.language, t.language),
         "duration": t.duration,
         "text": t.text,
     }
@@ -81,8 +82,9 @@ def render(
             {
                 "id": s.id,
                 "seek": round(s.start * 100),  # openai/whisper counts seek in 10 ms mel frames
-                "start": s.start,
-                "end": s.end,
+                # Whisper's last timestamp token may fall past the audio's end; srt/vtt clamp too.
+                "start": min(s.start, t.duration),
+                "end": min(s.end, t.duration),
                 "text": s.text,
                 "tokens": tokenize(s.text) if tokenize else [],
                 "temperature": s.temperature if s.temperature is not None else 0.0,

@@ -78,7 +78,7 @@ class ModelPool:
             return name
         raise ModelNotFoundError(
             f"model {name!r} is not served here; choose one of {', '.join(self.names)} "
-            f"(or whisper-1 for {self.settings.default_model}), or restart with --model {name}"
+            f"(or whisper-1 for {self.settings.default_model})"
         )
 
     def multilingual(self, name: str) -> bool | None:
