@@ -7,6 +7,9 @@ run it measures, side by side:
 * the server (``whisperops serve`` in a subprocess) under each ``--clients`` level: throughput in
   audio-seconds per second, p50/p95 latency, 200s / 429s / other errors, and the server's RSS.
 
+With ``--silence-hours 6`` it measures instead the peak RSS that one upload of 6 h of digital
+silence (a few MB of FLAC) adds to an idle server: the bound of streaming uploads (<= 600 MB).
+
 Targets (printed as PASS/FAIL): no errors while clients <= slots + queue, only 429s above; RSS growth
 under 10 %; at 4 clients the server delivers >= 90 % of the engine's single-stream throughput.
 
@@ -110,7 +113,7 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(args: argparse.Namespace):
+def server(args: argparse.Namespace, *extra: str):
     port = free_port()
     cmd = [
         sys.executable,
@@ -133,6 +136,7 @@ def server(args: argparse.Namespace):
         str(args.beam_size),
         "--log-level",
         "warning",
+        *extra,
     ]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
@@ -237,6 +241,69 @@ def run_level(base: str, pid: int, clips: list[Clip], clients: int, args: argpar
     return result
 
 
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def silence_flac(path: Path, hours: float) -> Path:
+    """``hours`` of 16 kHz digital silence as FLAC: a few MB that decode to gigabytes of samples."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w", format="flac") as out:
+        stream = out.add_stream("flac", rate=16000, layout="mono")
+        block = np.zeros((1, 16000 * 60), dtype=np.int16)
+        for _ in range(round(hours * 60)):
+            frame = av.AudioFrame.from_ndarray(block, format="s16", layout="mono")
+            frame.sample_rate = 16000
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return path
+
+
+def memory_check(args: argparse.Namespace, clips: list[Clip]) -> bool:
+    """Peak RSS that one long upload adds to an idle server (issue 13: <= 600 MB for 6 h of silence)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        flac = silence_flac(Path(tmp) / "silence.flac", args.silence_hours)
+        print(
+            f"{args.silence_hours:g} h of silence: {flac.stat().st_size / 1e6:.1f} MB FLAC, made in "
+            f"{time.perf_counter() - t0:.0f} s",
+            flush=True,
+        )
+        limit_s = str(args.silence_hours * 3600 + 60)
+        with server(args, "--max-audio-s", limit_s, "--timeout", "3600") as (base, pid):
+            with httpx.Client(timeout=3600) as http:
+                assert post(http, base, clips[0]).status_code == 200  # model loaded: "idle" includes it
+                idle, idle_peak = rss_mb(pid), peak_rss_mb(pid)
+                t0 = time.perf_counter()
+                with flac.open("rb") as f:
+                    r = http.post(
+                        f"{base}/v1/audio/transcriptions",
+                        files={"file": ("silence.flac", f)},
+                        data={"model": "whisper-1", "response_format": "verbose_json"},
+                    )
+                took = time.perf_counter() - t0
+            peak = peak_rss_mb(pid)
+    added = peak - idle
+    ok = r.status_code == 200 and added <= 600
+    answer = f"duration {r.json()['duration']} s" if r.status_code == 200 else r.text[:200]
+    print(
+        f"upload answered {r.status_code} in {took:.0f} s ({answer}); RSS idle {idle:.0f} MB "
+        f"(peak so far {idle_peak:.0f}), peak during upload {peak:.0f} MB: +{added:.0f} MB"
+    )
+    verdict = "PASS" if ok else "FAIL"
+    print(f"{verdict}  {args.silence_hours:g} h upload adds <= 600 MB peak RSS over idle (+{added:.0f} MB)")
+    return ok
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="tiny.en")
@@ -250,9 +317,14 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=0, help="server: CPU threads per decode (0: CTranslate2's default)")
     p.add_argument("--engine-threads", type=int, default=0, help="engine alone: CPU threads (0: default, all cores)")
     setting_argument(p, DecodeOptions, "beam_size", "--beam-size", type=int)
+    p.add_argument(
+        "--silence-hours", type=float, default=0, help="> 0: instead, the peak RSS one upload of this much silence adds"
+    )
     args = p.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     clips = load_clips(args.manifest)
+    if args.silence_hours > 0:
+        sys.exit(0 if memory_check(args, clips) else 1)
     levels = [int(c) for c in args.clients.split(",")]
     capacity = args.slots + args.max_queue
     print(
