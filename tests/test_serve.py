@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -33,13 +34,14 @@ JFK_WORDS = ("fellow americans", "ask not what your country can do for you")
 
 
 @contextlib.contextmanager
-def uvicorn_server(settings: ServeSettings) -> Iterator[str]:
-    """Run ``create_app(settings)`` on 127.0.0.1, a free port, in a thread; yield its base URL."""
+def uvicorn_server(settings: ServeSettings, app: Any = None) -> Iterator[str]:
+    """Run ``app`` (default ``create_app(settings)``) on 127.0.0.1, a free port, in a thread; yield its URL."""
     import uvicorn
 
     from whisperops.serving.app import create_app
 
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning"))
+    app = app or create_app(settings)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

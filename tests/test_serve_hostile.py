@@ -10,6 +10,7 @@ holds no uploads and no more file descriptors than before. A small part runs aga
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -326,6 +327,24 @@ def test_routes_methods_and_health(server: dict) -> None:
 # ---- connections, slow and many clients ------------------------------------------------------------
 
 
+def test_a_real_bug_is_one_traceback_and_a_500_in_shape(caplog: pytest.LogCaptureFixture) -> None:
+    from test_serve import settings, uvicorn_server
+    from whisperops.serving.app import create_app
+
+    app = create_app(settings())
+
+    async def boom() -> None:
+        raise RuntimeError("bug")
+
+    app.add_api_route("/boom", boom)
+    with caplog.at_level(logging.INFO), uvicorn_server(settings(), app=app) as base:
+        r = httpx.get(f"{base}/boom")
+    err = assert_error(r, 500, code=None)
+    assert err["type"] == "server_error" and "RuntimeError" in err["message"]
+    assert r.headers["connection"] == "close", "a dropped keep-alive connection must say so"
+    assert sum(1 for rec in caplog.records if rec.exc_info) == 1, [rec.getMessage() for rec in caplog.records]
+
+
 def test_connection_stays_usable_after_errors(server: dict) -> None:
     body, ctype = multipart([("model", "tiny.en"), ("language", "xx")], (b"a.wav", b"0" * 1000))
     with httpx.Client(base_url=server["base"], timeout=30) as http:
@@ -513,6 +532,10 @@ def test_shutdown_cancels_after_grace_with_503_then_exits_0(tmp_path: Path, jfk:
         while httpx.get(f"{base}/health").json()["running"] < 1:
             assert time.monotonic() < deadline and worker.is_alive()
             time.sleep(0.05)
+        # Stored once: one named file, and no anonymous spool (an open, deleted temp file) beside it.
+        assert len(list(uploads.iterdir())) == 1
+        links = [os.readlink(f"/proc/{proc.pid}/fd/{fd}") for fd in os.listdir(f"/proc/{proc.pid}/fd")]
+        assert not [link for link in links if link.endswith("(deleted)")], links
         t0 = time.monotonic()
         proc.send_signal(signal.SIGTERM)
         worker.join(timeout=30)
