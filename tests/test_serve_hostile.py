@@ -294,6 +294,9 @@ def test_bad_fields_are_400_naming_the_field(server: dict, fields, param: str, t
 def test_translation_needs_multilingual_model(server: dict) -> None:
     body, ctype = multipart([("model", "tiny.en")], (b"a.wav", b"RIFF...."))
     assert_error(post(server["base"], body, ctype, path="/v1/audio/translations"), 400, "model", "English-only")
+    body, ctype = multipart([("language", "de")], (b"a.wav", b"RIFF...."))
+    r = post(server["base"], body, ctype, path="/v1/audio/translations")
+    assert_error(r, 400, "language", "unknown parameter for /v1/audio/translations")
 
 
 def test_filenames_and_multipart_shapes(server: dict) -> None:

@@ -25,8 +25,6 @@ from whisperops.serving.settings import ServeSettings
 
 log = logging.getLogger(__name__)
 
-AUDIO_PATHS = ("/v1/audio/transcriptions", "/v1/audio/translations")
-
 
 class ServerState:
     """Pool, limiter and settings of one process (one uvicorn server or one Ray replica)."""
@@ -165,4 +163,4 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     return app
 
 
-__all__ = ["AUDIO_PATHS", "ServerState", "create_app"]
+__all__ = ["ServerState", "create_app"]

@@ -34,6 +34,7 @@ MAX_PARTS = 64
 MAX_FIELD_BYTES = 64 * 1024
 MAX_FILENAME_BYTES = 255  # what file systems allow for one name
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+ROUTES = {"transcribe": "transcriptions", "translate": "translations"}
 
 
 def invalid(param: str, message: str, code: str = "invalid_value") -> ApiError:
@@ -128,7 +129,7 @@ class AudioForm:
     def set(self, name: str, raw: str) -> None:
         spec = FIELDS.get(name)
         if spec is None or self.task not in spec.tasks:
-            where = "" if spec is None else f" by {self.task.replace('transcribe', 'transcription')}s"
+            where = "" if spec is None else f" for /v1/audio/{ROUTES[self.task]}"
             raise invalid(name, f"unknown parameter{where}; see /docs for the fields", "unknown_parameter")
         value = spec.parse(raw)
         if spec.repeated:
