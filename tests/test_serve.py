@@ -360,29 +360,3 @@ def test_ray_replicas_and_autoscaling_options() -> None:
     assert (auto.autoscaling_config.min_replicas, auto.autoscaling_config.max_replicas) == (1, 4)
     with pytest.raises(OptionError, match="give both"):
         RayOptions(min_replicas=1)
-
-
-def test_serve_cli_defaults_are_the_settings_defaults() -> None:
-    """Each serve option's default and help come from its ServeSettings field, declared once."""
-    import typer.main
-
-    from whisperops.cli.app import app
-    from whisperops.config import default_of, help_of
-
-    command = typer.main.get_command(app).commands["serve"]
-    fields = {
-        "model": "models", "timeout": "request_timeout_s", "body_timeout": "body_timeout_s",
-        "shutdown_grace": "shutdown_grace_s", "idle_unload": "idle_unload_s", "threads": "cpu_threads",
-        "vad": "vad_filter", "upload_dir": "tmp_dir", "allowed_host": "allowed_hosts", "cors_origin": "cors_origins",
-    }  # fmt: skip
-    checked = 0
-    for param in command.params:
-        name = fields.get(param.name, param.name)
-        if name not in ServeSettings.__dataclass_fields__:
-            continue
-        default = default_of(ServeSettings, name)
-        got = list(param.default or []) if isinstance(default, list) else param.default
-        assert got == default, (param.name, param.default, default)
-        assert help_of(ServeSettings, name) in (param.help or ""), param.name
-        checked += 1
-    assert checked == len(ServeSettings.__dataclass_fields__), "a ServeSettings field has no serve option"
