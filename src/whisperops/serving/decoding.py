@@ -64,16 +64,19 @@ def transcribe(
     state: ServerState, name: str, path: Path, filename: str, options: DecodeOptions, cancel: threading.Event
 ) -> tuple[Transcript, Callable[[str], list[int]] | None]:
     """Worker-thread body: stream the upload through the engine; stop early if the request is abandoned."""
-    from whisperops.audio import SAMPLE_RATE, stream_audio
+    from whisperops.audio import SAMPLE_RATE, DecodeReport, stream_audio
 
     def check(_segment: object) -> None:
         if cancel.is_set():
             raise Cancelled(filename)
 
     limit_s = state.settings.max_audio_s
+    report = DecodeReport()
     with state.pool.use(name) as engine:
-        blocks = limited_blocks(stream_audio(path), filename, limit_s, cancel, SAMPLE_RATE)
+        blocks = limited_blocks(stream_audio(path, report=report), filename, limit_s, cancel, SAMPLE_RATE)
         transcript = engine.transcribe(blocks, options, source=filename, on_segment=check)
+        # What decoding lost (damaged packets, truncation), as a file on disk would report it.
+        transcript.warnings.extend(w.replace(str(path), filename) for w in report.warnings)
         tokenizer: Any = getattr(engine.model, "hf_tokenizer", None)
     tokenize = (lambda text: tokenizer.encode(text, add_special_tokens=False).ids) if tokenizer is not None else None
     return transcript, tokenize
