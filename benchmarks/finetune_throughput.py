@@ -1,16 +1,18 @@
-"""Fine-tuning throughput and memory for tiny.en: plain Trainer (one process) vs Ray Train (2 workers).
+"""Fine-tuning throughput and memory for tiny.en: the plain Trainer against each way whisperops trains.
 
-Same total cores for both: the plain Trainer gets all N threads; Ray Train runs 2 workers of N/2
-threads each (gloo DDP). Each configuration runs in a fresh process so peak RSS is its own. A third
-row runs the same 2-rank DDP under torchrun, without Ray, to split Ray's overhead into what DDP
-costs and what Ray itself costs. A fourth runs Ray Train with 1 worker of N threads, the layout a
-local `whisperops finetune` uses by default (no DDP). Also measures LoRA's memory against full
-fine-tuning.
+Four runs side by side, the same total cores for each: the plain ``Seq2SeqTrainer`` in one process
+with N threads; Ray Train's local mode (``whisperops finetune``'s default: the same Trainer in the
+calling process, ``ScalingConfig(num_workers=0)``); Ray Train with 1 worker of N threads; Ray Train
+with 2 workers of N/2 threads (gloo DDP, same global batch). Each run is a fresh process, so peak
+RSS is its own, and the order rotates round by round. ``--extras`` adds the same 2-rank DDP under
+torchrun without Ray (what DDP costs apart from Ray) and plain + LoRA (what LoRA saves).
 
     flock /tmp/bench.lock .venv/bin/python benchmarks/finetune_throughput.py --steps 10 --batch-size 4 --repeats 3
 
-Prints one table of medians: samples/s, Ray's overhead (target < 10%), peak RSS per worker (target
-< 3 GB), and what LoRA saves.
+Prints each round, then one table of medians: steady samples/s (steps 2..N), end to end (the
+Trainer's ``train_runtime``, one evaluation and one checkpoint included), the whole process's wall
+time, peak RSS per worker, and each run's cost against the plain Trainer as the median of the
+per-round ratios (local mode's target: within 3%).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -30,6 +33,7 @@ from _common import machine
 
 RESULT = "finetune-bench-result "
 WORKERS = 2  # DDP ranks, under Ray and under torchrun alike
+RAY_CHILDREN = {"local": ("local", 1), "ray1": ("ray", 1), "ray": ("ray", WORKERS)}  # child -> (mode, workers)
 
 
 def make_data(root: Path, n: int) -> tuple[Path, Path]:
@@ -48,9 +52,9 @@ def child(args: argparse.Namespace) -> None:
     Under torchrun ("ddp") this is one of the DDP ranks: it trains its share of the global batch on
     its share of the threads, exactly as a Ray worker does, and prints its own line.
     """
-    if args.child in ("ray", "ray1"):
-        workers = 1 if args.child == "ray1" else WORKERS
-        for record in run_ray(args, workers, Path(args.train), Path(args.eval), Path(args.out)):
+    if args.child in RAY_CHILDREN:
+        mode, workers = RAY_CHILDREN[args.child]
+        for record in run_ray(args, mode, workers, Path(args.train), Path(args.eval), Path(args.out)):
             print(RESULT + json.dumps(record), flush=True)
         return
     import torch
@@ -79,10 +83,11 @@ def child(args: argparse.Namespace) -> None:
                                "peak_rss_mb": peak_rss_mb()}), flush=True)  # fmt: skip
 
 
-def summarise(args: argparse.Namespace, records: list[dict]) -> dict:
+def summarise(args: argparse.Namespace, records: list[dict], wall_s: float) -> dict:
     """One run's numbers from its process records (one, or one per DDP rank / Ray worker)."""
     runtime = max(r["train_runtime"] for r in records)
     return {
+        "wall_s": wall_s,
         "samples_per_s": args.steps * args.batch_size / runtime,
         "train_runtime": runtime,
         # Ranks step in lockstep (DDP): the slowest one's rate times the global batch.
@@ -103,22 +108,24 @@ def run_child(mode: str, args: argparse.Namespace, train: Path, evaluation: Path
     cmd = [*launch, __file__, "--child", mode, "--train", str(train), "--eval", str(evaluation),
            "--out", str(out), "--steps", str(args.steps), "--batch-size", str(args.batch_size),
            "--threads", str(args.threads), "--model", args.model]  # fmt: skip
+    started = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
+    wall_s = time.perf_counter() - started
     # Each run leaves ~0.5 GB of checkpoints; a full benchmark would otherwise fill a small disk.
     shutil.rmtree(out, ignore_errors=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT)]
     if proc.returncode or not lines:
         sys.exit(f"{mode} run failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
-    return summarise(args, [json.loads(line[len(RESULT) :]) for line in lines])
+    return summarise(args, [json.loads(line[len(RESULT) :]) for line in lines], wall_s)
 
 
-def run_ray(args: argparse.Namespace, workers: int, train: Path, evaluation: Path, out: Path) -> list[dict]:
-    """Train with Ray; the workers' own records (``rank-N.json``), as the other children print theirs."""
+def run_ray(args: argparse.Namespace, mode: str, workers: int, train: Path, evaluation: Path, out: Path) -> list[dict]:
+    """Train as ``whisperops finetune`` does; the workers' records (``rank-N.json``), as other children print theirs."""
     from whisperops.training.config import FinetuneConfig
     from whisperops.training.run import finetune
 
     cfg = FinetuneConfig(
-        train=str(train), eval=str(evaluation), output=str(out), model=args.model, workers=workers,
+        train=str(train), eval=str(evaluation), output=str(out), model=args.model, mode=mode, workers=workers,
         threads_per_worker=max(1, args.threads // workers), batch_size=args.batch_size // workers,
         max_steps=args.steps, eval_steps=args.steps, export=False, ray_num_cpus=args.threads,
         generation_max_length=40, learning_rate=1e-5,
@@ -135,7 +142,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     p.add_argument("--clips", type=int, default=16)
     p.add_argument("--repeats", type=int, default=3, help="rounds, the order rotating; the table shows medians")
-    p.add_argument("--child", choices=["plain", "lora", "ddp", "ray", "ray1"], help=argparse.SUPPRESS)
+    p.add_argument("--extras", action="store_true", help="also torchrun DDP (no Ray) and plain + LoRA")
+    p.add_argument("--child", choices=["plain", "lora", "ddp", *RAY_CHILDREN], help=argparse.SUPPRESS)
     p.add_argument("--train", help=argparse.SUPPRESS)
     p.add_argument("--eval", help=argparse.SUPPRESS)
     p.add_argument("--out", help=argparse.SUPPRESS)
@@ -147,48 +155,62 @@ def main() -> None:
         compare(args, Path(tmp))
 
 
+PLAIN, LOCAL, RAY1, RAY2, DDP, LORA = (
+    "plain Trainer, 1 process",
+    "Ray Train local mode",
+    "Ray Train, 1 worker",
+    "Ray Train, 2 workers",
+    "torch DDP, 2 processes",
+    "plain Trainer + LoRA",
+)
+CHILD = {PLAIN: "plain", LOCAL: "local", RAY1: "ray1", RAY2: "ray", DDP: "ddp", LORA: "lora"}
+KEYS = ("steady_samples_per_s", "samples_per_s", "wall_s", "peak_rss_mb")
+
+
 def compare(args: argparse.Namespace, root: Path) -> None:
     train, evaluation = make_data(root / "data", args.clips)
     # Every run includes one evaluation (generate on 4 clips) at its last step, so the comparison is fair.
-    configs = {
-        "plain Trainer, 1 process": lambda out: run_child("plain", args, train, evaluation, out),
-        "torch DDP, 2 processes": lambda out: run_child("ddp", args, train, evaluation, out),
-        "Ray Train, 2 workers": lambda out: run_child("ray", args, train, evaluation, out),
-        "Ray Train, 1 worker": lambda out: run_child("ray1", args, train, evaluation, out),
-        "plain Trainer + LoRA": lambda out: run_child("lora", args, train, evaluation, out),
-    }
-    runs: dict[str, list[dict]] = {name: [] for name in configs}
-    names = list(configs)
+    names = [PLAIN, LOCAL, RAY1, RAY2] + ([DDP, LORA] if args.extras else [])
+    runs: dict[str, list[dict]] = {name: [] for name in names}
     for rnd in range(args.repeats):
         for name in names[rnd % len(names) :] + names[: rnd % len(names)]:
-            r = configs[name](root / f"{rnd}-{len(runs[name])}-{name.split()[0]}")
+            r = run_child(CHILD[name], args, train, evaluation, root / f"{rnd}-{CHILD[name]}")
             runs[name].append(r)
-            print(f"round {rnd + 1} {name}: {r['samples_per_s']:.2f} samples/s end to end, "
-                  f"{r['steady_samples_per_s']:.2f} steady, peak {r['peak_rss_mb']:.0f} MB", flush=True)  # fmt: skip
-    keys = ("samples_per_s", "steady_samples_per_s", "peak_rss_mb")
-    med = {name: {k: statistics.median(r[k] for r in rs) for k in keys} for name, rs in runs.items()}
-    plain, ddp, ray_run, ray_one, lora = (med[n] for n in names)
+            print(f"round {rnd + 1} {name}: {r['steady_samples_per_s']:.3f} samples/s steady, "
+                  f"{r['samples_per_s']:.3f} end to end, {r['wall_s']:.1f} s process, "
+                  f"peak {r['peak_rss_mb']:.0f} MB", flush=True)  # fmt: skip
+    med = {name: {k: statistics.median(r[k] for r in rs) for k in KEYS} for name, rs in runs.items()}
+
+    def cost(name: str, key: str) -> float:
+        """Median over rounds of how much slower ``name`` ran than the plain Trainer in the same round."""
+        return statistics.median(slower(r, p, key) for r, p in zip(runs[name], runs[PLAIN], strict=True))
+
     print(f"\n{args.model}, {args.steps} steps, global batch {args.batch_size}, {args.threads} threads in all; "
-          f"{machine()}; medians of {args.repeats} round(s)")  # fmt: skip
-    print("steady = steps 2..N (no warm-up step, no final evaluation and checkpoint); end to end = train_runtime")
-    print(f"{'':28}{'steady samples/s':>18}{'end-to-end samples/s':>22}{'peak RSS/worker':>18}")
+          f"{machine()}; medians of {args.repeats} round(s), the order rotating")  # fmt: skip
+    print("steady = steps 2..N (no warm-up step, no final evaluation and checkpoint); end to end = train_runtime; "
+          "process = the whole run's wall time, start-up and data loading included; +x% = slower than plain, "
+          "median of per-round ratios")  # fmt: skip
+    print(f"{'':26}{'steady samples/s':>22}{'end-to-end samples/s':>24}{'process s':>18}{'peak RSS/worker':>17}")
     for name in names:
         m = med[name]
-        print(f"{name:28}{m['steady_samples_per_s']:>18.2f}{m['samples_per_s']:>22.2f}{m['peak_rss_mb']:>15.0f} MB")
-    steady = slower(ray_run, plain)
-    whole = slower(ray_run, plain, "samples_per_s")
-    print(f"{'PASS' if steady < 0.10 else 'FAIL'}  Ray overhead per training step {100 * steady:+.1f}% (target < 10%); "
-          f"end to end, with Ray persisting the checkpoint: {100 * whole:+.1f}%")  # fmt: skip
-    print(f"      of which Ray's own (vs the same DDP under torchrun): {100 * slower(ray_run, ddp):+.1f}% per step; "
-          f"DDP vs plain: {100 * slower(ddp, plain):+.1f}%")  # fmt: skip
-    one = slower(ray_one, plain)
-    print(f"{'PASS' if one < 0.10 else 'FAIL'}  Ray overhead per step with 1 worker of {args.threads} threads "
-          f"(no DDP; the default local layout): {100 * one:+.1f}% (target < 10%)")  # fmt: skip
-    worst = max(plain["peak_rss_mb"], ray_run["peak_rss_mb"], ray_one["peak_rss_mb"])
+        rel = "" if name == PLAIN else f" ({100 * cost(name, 'steady_samples_per_s'):+.1f}%)"
+        rel_e2e = "" if name == PLAIN else f" ({100 * cost(name, 'samples_per_s'):+.1f}%)"
+        rel_wall = "" if name == PLAIN else f" ({-100 * cost(name, 'wall_s'):+.1f}%)"
+        print(f"{name:26}{m['steady_samples_per_s']:>12.3f}{rel:>10}{m['samples_per_s']:>14.3f}{rel_e2e:>10}"
+              f"{m['wall_s']:>9.1f}{rel_wall:>9}{m['peak_rss_mb']:>14.0f} MB")  # fmt: skip
+    for key, label in (("steady_samples_per_s", "per step"), ("samples_per_s", "end to end")):
+        c = cost(LOCAL, key)
+        print(f"{'PASS' if c <= 0.03 else 'FAIL'}  Ray Train local mode vs plain Trainer, {label}: {100 * c:+.1f}% "
+              "(target within 3%)")  # fmt: skip
+    worst = max(med[n]["peak_rss_mb"] for n in (PLAIN, LOCAL, RAY1, RAY2))
     print(f"{'PASS' if worst < 3072 else 'FAIL'}  full fine-tuning peak RSS per worker {worst:.0f} MB (target < 3 GB)")
-    saved = plain["peak_rss_mb"] - lora["peak_rss_mb"]
-    print(f"LoRA saves {saved:.0f} MB peak RSS vs full fine-tuning ({saved / plain['peak_rss_mb']:.0%}), "
-          f"at {lora['steady_samples_per_s']:.2f} samples/s")  # fmt: skip
+    if args.extras:
+        own = slower(med[RAY2], med[DDP])
+        print(f"Ray's own cost with 2 workers (vs the same DDP under torchrun): {100 * own:+.1f}% per step; "
+              f"DDP vs plain: {100 * cost(DDP, 'steady_samples_per_s'):+.1f}%")  # fmt: skip
+        saved = med[PLAIN]["peak_rss_mb"] - med[LORA]["peak_rss_mb"]
+        print(f"LoRA saves {saved:.0f} MB peak RSS vs full fine-tuning ({saved / med[PLAIN]['peak_rss_mb']:.0%}), "
+              f"at {med[LORA]['steady_samples_per_s']:.2f} samples/s")  # fmt: skip
 
 
 if __name__ == "__main__":

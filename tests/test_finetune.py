@@ -161,6 +161,38 @@ def test_plan_steps():
     assert plan_steps(cfg, 20) == (10, 4)
 
 
+def test_every_finetune_option_is_a_finetune_config_field_with_its_default_and_help():
+    import typer.main
+
+    from whisperops.cli.app import app
+    from whisperops.config import default_of, help_of
+
+    command = typer.main.get_command(app).commands["finetune"]
+    cli_only = {"submit", "no_wait"}  # how to launch, not what to train
+    fields = FinetuneConfig.__dataclass_fields__
+    params = {p.name: p for p in command.params if p.name not in cli_only}
+    assert set(params) <= set(fields), set(params) - set(fields)
+    assert {"max_failures", "save_total_limit", "resume", "mode", "export"} <= set(params)
+    for name, param in params.items():
+        assert param.help == help_of(FinetuneConfig, name), name
+        if param.required:
+            assert name in ("train", "output"), name
+            continue
+        assert param.default == default_of(FinetuneConfig, name), (name, param.default)
+
+
+def test_mode_auto_uses_ray_only_where_it_does_something():
+    from whisperops.training.run import uses_ray
+
+    def cfg(**kw) -> FinetuneConfig:
+        return FinetuneConfig(train="a", eval="b", output="c", **kw)
+
+    assert not uses_ray(cfg())  # the default: one worker, here, no retries
+    assert all(uses_ray(cfg(**kw)) for kw in ({"workers": 2}, {"ray_address": "auto"}, {"max_failures": 1},
+                                              {"deepspeed": "zero2"}, {"mode": "ray"}))  # fmt: skip
+    assert not uses_ray(cfg(mode="local"))
+
+
 def test_local_ray_processes_get_the_quiet_settings_and_a_user_value_wins(monkeypatch, tmp_path: Path):
     import ray
 
@@ -215,6 +247,11 @@ def test_bad_inputs_fail_in_one_line_before_training(tiny_model: Path, speech_se
         "unknown model name": {"model": "no-such-model"},
         "not writable": {"output": str(blocker / "out")},
         "this machine has": {"workers": 64},
+        "--mode train: use one of auto, local, ray": {"mode": "train"},
+        "--workers 2 needs Ray Train workers, and --mode local": {"mode": "local", "workers": 2},
+        "--max-failures 1 needs Ray Train workers": {"mode": "local", "workers": 1, "max_failures": 1},
+        "--resume: no checkpoint in": {"workers": 1, "resume": True},
+        "--resume: no Ray Train run with a checkpoint": {"resume": True},
     }
     for expected, change in cases.items():
         cfg = _cfg(
@@ -335,6 +372,47 @@ def test_cli_two_worker_run_keeps_best_checkpoints_by_eval_wer_and_exports(
         train.parent / rows[0]["audio"], DecodeOptions(beam_size=1, vad_filter=False)
     )
     assert t.duration > 0
+
+
+@pytest.mark.slow
+def test_local_run_keeps_the_best_checkpoints_exports_and_resumes_after_a_crash(
+    tiny_model: Path, speech_sets: tuple[Path, Path], tmp_path: Path
+):
+    """The default one-worker run trains in this process (no Ray); after a crash it continues with resume."""
+    import ray
+
+    from whisperops.models import registry
+    from whisperops.training.run import FinetuneResult, TrainingError, finetune, preflight
+
+    if ray.is_initialized():  # an earlier in-process run left one up
+        ray.shutdown()
+    out = tmp_path / "local"
+    args = {"workers": 1, "max_steps": 6, "eval_steps": 2, "threads_per_worker": 0, "name": "tiny-random-local"}
+    with pytest.raises(TrainingError, match=r"failed at step 3; .*continue from the last checkpoint with --resume"):
+        finetune(_cfg(tiny_model, speech_sets, out, **args, extra={"fail_at_step": 3}))
+    checkpoints = out / "run" / "checkpoints"
+    assert [p.name for p in checkpoints.iterdir()] == ["checkpoint-2"] and not (out / "finetune.json").exists()
+    # A fresh run must not train into the crashed run's checkpoints.
+    with pytest.raises(WhisperOpsError, match="add --resume to continue it"):
+        preflight(_cfg(tiny_model, speech_sets, out, **args))
+
+    finetune(_cfg(tiny_model, speech_sets, out, **args, resume=True))
+    assert not ray.is_initialized()  # Ray Train's local mode: no cluster, no actors
+    record = json.loads((out / "run" / "workers" / "rank-0.json").read_text())
+    assert record["resumed_step"] == 2 and record["steps_per_s"] > 0
+    assert not (out / "ray").exists()  # no Ray Train run: the Trainer kept its own checkpoints
+    result = json.loads((out / "finetune.json").read_text())
+    assert set(result) == set(FinetuneResult.__dataclass_fields__)  # the same finetune.json as a Ray run
+    evals = {h["step"]: h["eval_wer"] for h in result["history"] if "eval_wer" in h}
+    assert sorted(evals) == [2, 4, 6]  # the history from before the crash was carried over
+    kept = {c["step"]: c["eval_wer"] for c in result["checkpoints"]}
+    assert sorted(p.name for p in checkpoints.iterdir()) == [f"checkpoint-{s}" for s in sorted(kept)]
+    # --keep 2: the best by eval WER and the latest (to resume from) survive the Trainer's rotation.
+    assert len(kept) == 2 and 6 in kept
+    assert result["best_eval_wer"] == min(evals.values()) and kept[result["best_step"]] == min(evals.values())
+    assert result["best_checkpoint"] == str(checkpoints / f"checkpoint-{result['best_step']}")
+    assert list((out / "run" / "tensorboard").glob("events.out.tfevents.*"))
+    assert registry.resolve("tiny-random-local") == Path(result["exported"]["ct2"]["float16"])
 
 
 @pytest.mark.slow
@@ -540,11 +618,20 @@ def test_mini_banking_recipe_reduces_test_wer(tmp_path: Path, shared_manifest: l
     short = sorted((r for r in shared_manifest if r.get("duration_s", 99) < 8), key=lambda r: r["duration_s"])[:2]
     real.write_text("".join(json.dumps({**r, "audio": str(r["path"]), "path": str(r["path"])}) + "\n" for r in short))
     voice = (("espeak:en-us",), ("clean",))
+    from whisperops.training.recipe import BANKING_TRAINING
+
+    training = {
+        **BANKING_TRAINING,
+        "max_steps": 8,
+        "batch_size": 8,
+        "eval_batch_size": 8,
+        "learning_rate": 1e-4,
+        "warmup_steps": 0,
+        "eval_steps": 4,
+    }
     recipe = BankingRecipe(
-        output=tmp_path / "bank", name="tiny.en-mini-bank", train=24, eval=6, test=8, max_steps=8, batch_size=8,
-        learning_rate=1e-4, warmup_steps=0, eval_steps=4, real=real, beam_size=1,
-        voices={"train": voice, "eval": voice, "test": voice},
-        finetune_options={"ray_num_cpus": 2, "ray_object_store_mb": 80},
+        output=tmp_path / "bank", name="tiny.en-mini-bank", train=24, eval=6, test=8, training=training, real=real,
+        beam_size=1, voices={"train": voice, "eval": voice, "test": voice},
     )  # fmt: skip
     report = run_banking(recipe)
     on_disk = json.loads((tmp_path / "bank" / "report.json").read_text())
@@ -552,11 +639,28 @@ def test_mini_banking_recipe_reduces_test_wer(tmp_path: Path, shared_manifest: l
     for side in ("base", "tuned"):
         assert isinstance(on_disk[side]["test_wer"], float) and isinstance(on_disk[side]["real_wer"], float)
     assert on_disk["tuned"]["test_wer"] < on_disk["base"]["test_wer"]
+    assert on_disk["real_check"] == f"scored on {real}"
+    # One worker on this machine: trained in this process, the Trainer's own checkpoints, no Ray run.
+    assert list((tmp_path / "bank" / "run" / "run" / "checkpoints").glob("checkpoint-*"))
+    assert not (tmp_path / "bank" / "run" / "ray").exists()
+
+
+def test_recipe_checks_real_and_training_settings_before_any_synthesis(tmp_path: Path):
+    from whisperops.errors import OptionError
+    from whisperops.training.recipe import BankingRecipe, run_banking
+
+    with pytest.raises(OptionError, match=r"--real .*missing.jsonl: no such manifest"):
+        run_banking(BankingRecipe(output=tmp_path / "a", real=tmp_path / "missing.jsonl"))
+    said: list[str] = []
+    with pytest.raises(OptionError, match="'max_step' is not a FinetuneConfig field"):
+        run_banking(BankingRecipe(output=tmp_path / "b", training={"max_step": 3}), progress=said.append)
+    assert any("real-speech regression check skipped" in line for line in said), said
+    assert not (tmp_path / "a" / "data").exists() and not (tmp_path / "b" / "data").exists()
 
 
 @pytest.mark.slow
 def test_lora_run_merges_adapters_into_an_exported_model_the_engine_loads(
-    tiny_model: Path, speech_sets: tuple[Path, Path], tmp_path: Path, local_ray
+    tiny_model: Path, speech_sets: tuple[Path, Path], tmp_path: Path
 ):
     import torch
     from safetensors.torch import load_file
@@ -569,7 +673,7 @@ def test_lora_run_merges_adapters_into_an_exported_model_the_engine_loads(
         tiny_model, speech_sets, tmp_path / "lora", workers=1, max_steps=3, eval_steps=3, lora=True, lora_rank=4,
         name="tiny-random-lora", learning_rate=5e-2,
     )  # fmt: skip
-    result = finetune(cfg)
+    result = finetune(cfg)  # one worker: local mode, in this process
     assert (result.best_checkpoint / "adapter_config.json").exists()  # adapters, not full weights, were trained
     merged = load_file(Path(result.exported["hf"]) / "model.safetensors")
     base = load_file(tiny_model / "model.safetensors")

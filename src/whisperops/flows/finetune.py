@@ -10,7 +10,8 @@ Run it with Metaflow's own CLI::
 
 Steps: ``start`` checks every input (one clear line, before any expensive work) and prepares the
 features (and, with a frozen encoder, the encoder outputs) once; ``evaluate_base`` scores the base
-model; ``train`` runs Seq2SeqTrainer on Ray Train through :func:`whisperops.training.run.finetune`
+model; ``train`` runs Seq2SeqTrainer (in its own process, or on Ray Train for several workers) through
+:func:`whisperops.training.run.finetune`
 (best checkpoint by eval WER, exported to CTranslate2 and registered); ``evaluate_tuned`` scores the
 exported model the same way (Engine, Whisper's normaliser); ``report`` draws the card: loss and WER
 curves, the base-vs-tuned table (WER, CER, relative change) and the worst utterances.
@@ -24,26 +25,54 @@ import whisperops.flows  # noqa: F401
 # isort: split
 from metaflow import FlowSpec, Parameter, card, current, step
 
+from whisperops.config import default_of, help_of
+from whisperops.training.config import FinetuneConfig
+
+# Flow parameter -> FinetuneConfig field, for the settings the flow exposes as parameters of their own;
+# --options takes any other field. Defaults and help come from the field.
+SETTINGS = {
+    "train_set": "train",
+    "eval_set": "eval",
+    "output": "output",
+    "model": "model",
+    "model_name": "name",
+    "workers": "workers",
+    "max_steps": "max_steps",
+    "learning_rate": "learning_rate",
+    "batch_size": "batch_size",
+    "eval_steps": "eval_steps",
+    "freeze_encoder": "freeze_encoder",
+    "lora": "lora",
+}
+
+
+def _setting(name: str, required: bool = False) -> Parameter:
+    flag = name.replace("_", "-")
+    if required:
+        return Parameter(flag, required=True, help=help_of(FinetuneConfig, name))
+    default = default_of(FinetuneConfig, name)
+    if default is None:  # Metaflow parameters cannot default to None; "" reads back as unset
+        return Parameter(flag, default="", help=help_of(FinetuneConfig, name))
+    return Parameter(flag, type=type(default), default=default, help=help_of(FinetuneConfig, name))
+
 
 class FineTuneFlow(FlowSpec):
-    """Prepare data, evaluate the base model, fine-tune on Ray, evaluate the tuned model, report."""
+    """Prepare data, evaluate the base model, fine-tune (here or on Ray), evaluate the tuned model, report."""
 
-    train_set = Parameter("train", required=True, help="Training set: JSONL manifest, audiofolder CSV or folder.")
-    eval_set = Parameter("eval", required=True, help="Held-out set for eval WER during training (picks checkpoints).")
+    train_set = _setting("train", required=True)
+    eval_set = _setting("eval", required=True)
     test_set = Parameter("test", default="", help="Set scored before and after (default: the eval set).")
     real_set = Parameter("real", default="", help="Optional regression set (general speech) scored before and after.")
-    output = Parameter("output", required=True, help="Run folder: checkpoints, TensorBoard, exported models.")
-    model = Parameter("model", default="tiny.en", help="Base model: registry name or directory.")
-    model_name = Parameter("name", default="", help="Register the tuned model under this name (default MODEL-OUTPUT).")
-    workers = Parameter("workers", type=int, default=1, help="Ray Train workers.")
-    max_steps = Parameter("max-steps", type=int, default=60, help="Optimizer steps.")
-    learning_rate = Parameter("learning-rate", type=float, default=1e-5, help="Peak learning rate.")
-    batch_size = Parameter("batch-size", type=int, default=8, help="Per-worker batch size.")
-    eval_steps = Parameter("eval-steps", type=int, default=0, help="Evaluate + checkpoint every N steps (0: ~5).")
-    freeze_encoder = Parameter(
-        "freeze-encoder", type=bool, default=False, help="Train the decoder only, on encoder outputs computed once."
-    )
-    lora = Parameter("lora", type=bool, default=False, help="Train LoRA adapters (merged on export).")
+    output = _setting("output", required=True)
+    model = _setting("model")
+    model_name = _setting("name")
+    workers = _setting("workers")
+    max_steps = _setting("max_steps")
+    learning_rate = _setting("learning_rate")
+    batch_size = _setting("batch_size")
+    eval_steps = _setting("eval_steps")
+    freeze_encoder = _setting("freeze_encoder")
+    lora = _setting("lora")
     options = Parameter(
         "options",
         default="{}",
@@ -59,7 +88,6 @@ class FineTuneFlow(FlowSpec):
 
         from whisperops.data.manifest import load_dataset
         from whisperops.errors import OptionError
-        from whisperops.training.config import FinetuneConfig
         from whisperops.training.data import encode_split, prepare_split
         from whisperops.training.model import hf_model_dir
         from whisperops.training.run import preflight, use_encoder_cache
@@ -68,26 +96,11 @@ class FineTuneFlow(FlowSpec):
             extra = json.loads(self.options or "{}")
         except ValueError as err:
             raise OptionError(f"--options {self.options[:60]!r}: not valid JSON ({err})") from err
-        cfg = FinetuneConfig(
-            train=self.train_set,
-            eval=self.eval_set,
-            output=self.output,
-            model=self.model,
-            name=self.model_name or None,
-            workers=self.workers,
-            max_steps=self.max_steps,
-            learning_rate=self.learning_rate,
-            batch_size=self.batch_size,
-            eval_batch_size=self.batch_size,
-            eval_steps=self.eval_steps,
-            freeze_encoder=self.freeze_encoder,
-            lora=self.lora,
-            max_failures=1,
-        )
-        for key, value in extra.items():
-            if not hasattr(cfg, key):
-                raise OptionError(f"--options: {key!r} is not a fine-tuning setting; see FinetuneConfig")
-            setattr(cfg, key, value)
+        if not isinstance(extra, dict):
+            raise OptionError(f"--options {self.options[:60]!r}: give a JSON object of FinetuneConfig fields")
+        given = {name: getattr(self, attr) for attr, name in SETTINGS.items()}
+        given["name"] = given["name"] or None
+        cfg = FinetuneConfig.from_dict({**given, **extra}, source="--options")
         cfg.export = True  # the tuned model is evaluated through the same CTranslate2 engine as the base
         checks = preflight(cfg)
         sets = {"test": self.test_set or self.eval_set}
@@ -117,11 +130,14 @@ class FineTuneFlow(FlowSpec):
 
     @step
     def train(self):
-        """Seq2SeqTrainer on Ray Train; the best checkpoint by eval WER is exported and registered."""
-        from whisperops.training.config import FinetuneConfig
-        from whisperops.training.run import finetune
+        """Seq2SeqTrainer (here, or on Ray Train); the best checkpoint by eval WER is exported and registered."""
+        from whisperops.training.run import finetune, last_checkpoint, local_checkpoints
 
-        result = finetune(FinetuneConfig.from_json(self.config))
+        cfg = FinetuneConfig.from_json(self.config)
+        # `resume` of a run whose training crashed: continue from its last checkpoint (a fresh run
+        # over an earlier run's checkpoints was refused in start).
+        cfg.resume = bool(current.origin_run_id) and last_checkpoint(local_checkpoints(cfg.output_path)) is not None
+        result = finetune(cfg)
         self.finetune = result.to_dict()
         self.history = result.history
         self.tuned_model = result.registered_name

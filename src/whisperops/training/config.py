@@ -1,61 +1,81 @@
-"""Fine-tuning settings: one serialisable object shared by the CLI, the Ray workers and the Jobs API."""
+"""Fine-tuning settings: one serialisable object shared by the CLI, the flow, the recipe, the workers and jobs.
+
+Each field's default and help text are declared here once (:func:`whisperops.config.setting`); the
+``whisperops finetune`` options and ``FineTuneFlow``'s parameters are built from them.
+"""
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from whisperops.config import setting
+from whisperops.errors import OptionError
+
 DEEPSPEED_STAGES = ("zero2", "zero3", "zero3-offload")
+MODES = ("auto", "local", "ray")
 MAX_AUDIO_S = 30.0
 MAX_LABEL_TOKENS = 448
+CHECKPOINTS = "checkpoints"  # RUN/checkpoints: the Trainer's own, in local mode
 
 
-@dataclass
+@dataclass(kw_only=True)
 class FinetuneConfig:
     """Everything one fine-tuning run needs; ``to_json``/``from_json`` carry it to workers and jobs."""
 
-    train: str
-    eval: str
-    output: str
-    model: str = "tiny.en"
-    name: str | None = None  # registered model name; default: "<model>-<output folder name>"
-    workers: int = 1
-    threads_per_worker: int = 0  # 0: the machine's cores split evenly between workers
-    max_steps: int = -1  # > 0 wins over epochs
-    epochs: float = 3.0
-    learning_rate: float = 1e-5
-    batch_size: int = 8  # per worker
-    eval_batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    eval_steps: int = 0  # 0: about five evaluations over the run
-    save_total_limit: int = 2  # Ray keeps this many checkpoints (best by eval WER)
-    max_failures: int = 0
-    deepspeed: str | None = None  # zero2 | zero3 | zero3-offload
-    lora: bool = False
-    lora_rank: int = 8
-    freeze_encoder: bool = False
-    cache_encoder: bool = True  # with freeze_encoder (no LoRA): encode each clip once, train the decoder
+    train: str = setting(help="Training set: JSONL manifest, audiofolder CSV or folder.")
+    eval: str = setting("", help="Held-out set for eval WER (picks the best checkpoint).")
+    output: str = setting(help="Run folder: checkpoints, TensorBoard, exported model.")
+    model: str = setting("tiny.en", help="Base model: registry name or directory.")
+    name: str | None = setting(None, help="Register the result under this name (default MODEL-OUTPUT).")
+    mode: str = setting(
+        "auto",
+        help="local: train in this process (Ray Train's local mode, no Ray processes); ray: Ray Train workers "
+        "(retries, several workers, clusters); auto: ray for --workers 2+, --ray-address, --max-failures or "
+        "--deepspeed, else local.",
+    )
+    workers: int = setting(1, help="Ray Train workers (processes).")
+    threads_per_worker: int = setting(0, help="CPU threads per worker (0: cores / workers).")
+    max_steps: int = setting(-1, help="Optimizer steps (wins over --epochs).")
+    epochs: float = setting(3.0, help="Passes over the training set.")
+    learning_rate: float = setting(1e-5, help="Peak learning rate.")
+    batch_size: int = setting(8, help="Per-worker batch size.")
+    eval_batch_size: int = setting(8, help="Per-worker batch size of the evaluations.")
+    gradient_accumulation_steps: int = setting(1, help="Gradient accumulation steps.")
+    warmup_steps: int = setting(0, help="Linear warm-up steps of the learning rate.")
+    weight_decay: float = setting(0.0, help="AdamW weight decay.")
+    eval_steps: int = setting(0, help="Evaluate + checkpoint every N steps (0: ~5 per run).")
+    save_total_limit: int = setting(2, help="Checkpoints kept: the best by eval WER, then the latest.")
+    max_failures: int = setting(
+        0, help="Worker failures Ray Train recovers from, from the last checkpoint (needs --mode ray)."
+    )
+    resume: bool = setting(False, help="Continue a crashed local run from the last checkpoint in --output.")
+    deepspeed: str | None = setting(None, help="zero2 | zero3 | zero3-offload (GPU; runs on Ray Train).")
+    lora: bool = setting(False, help="Train LoRA adapters (merged into the weights on export).")
+    lora_rank: int = setting(8, help="LoRA rank.")
+    freeze_encoder: bool = setting(False, help="Train the decoder only, on encoder outputs computed once per clip.")
+    cache_encoder: bool = setting(
+        True, help="With --freeze-encoder (no LoRA): encode each clip once, train the decoder on the outputs."
+    )
     # Keep the decoder's word embeddings (tied to the output layer) and its cross-attention keys/values
     # fixed: a third fewer FLOPs per decoder step, and general English moves less.
-    freeze_embeddings: bool = False
-    freeze_cross_kv: bool = False
-    generation_max_length: int = 0  # 0: from the longest label
-    generation_num_beams: int = 1
-    seed: int = 42
-    ray_address: str | None = None  # None: a local Ray sized to the machine
-    ray_num_cpus: int = 0  # local Ray only; 0: every core
-    ray_object_store_mb: int = 0  # local Ray only; 0: Ray's default
-    storage_path: str | None = None  # Ray run storage; default OUTPUT/ray
-    export: bool = True  # CT2 float16 + int8 and registration at the end
-    quantizations: tuple[str, ...] = ("float16", "int8")
-    fp16: bool | None = None  # None: on GPUs only
-    language: str = "en"
-    cache_dir: str | None = None  # prepared features; default whisperops cache
-    extra: dict[str, Any] = field(default_factory=dict)  # test hooks and rarely used knobs
+    freeze_embeddings: bool = setting(False, help="Keep the token embeddings fixed.")
+    freeze_cross_kv: bool = setting(False, help="Keep the decoder's cross-attention key/value projections fixed.")
+    generation_max_length: int = setting(0, help="Tokens generated per eval clip (0: from the longest label).")
+    generation_num_beams: int = setting(1, help="Beam width of the eval generations.")
+    seed: int = setting(42, help="Random seed of the Trainer.")
+    ray_address: str | None = setting(None, help="Join this Ray cluster (default: a local Ray).")
+    ray_num_cpus: int = setting(0, help="CPUs of the local Ray (0: every core).")
+    ray_object_store_mb: int = setting(0, help="Object store of the local Ray in MB (0: Ray's default).")
+    storage_path: str | None = setting(None, help="Ray Train run storage (default OUTPUT/ray).")
+    export: bool = setting(True, help="Export to CTranslate2 (float16 + int8) and register at the end.")
+    quantizations: tuple[str, ...] = setting(("float16", "int8"), help="CTranslate2 types exported.")
+    fp16: bool | None = setting(None, help="Mixed precision (default: on GPUs only).")
+    language: str = setting("en", help="Language of the eval WER normaliser.")
+    cache_dir: str | None = setting(None, help="Prepared features (default: the whisperops cache).")
+    extra: dict[str, Any] = setting(help="Test hooks and rarely used knobs.", factory=dict)
 
     @property
     def output_path(self) -> Path:
@@ -81,7 +101,19 @@ class FinetuneConfig:
     def from_json(cls, text: str) -> FinetuneConfig:
         data = json.loads(text)
         known = {f.name for f in fields(cls)}
-        data = {k: v for k, v in data.items() if k in known}
-        if "quantizations" in data:
+        return cls.from_dict({k: v for k, v in data.items() if k in known})
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "fine-tuning settings") -> FinetuneConfig:
+        """A config from field values; an unknown name is one line naming it (``source`` says where from)."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise OptionError(f"{source}: {', '.join(map(repr, unknown))} is not a FinetuneConfig field")
+        data = dict(data)
+        if data.get("quantizations") is not None:
             data["quantizations"] = tuple(data["quantizations"])
         return cls(**data)
+
+
+__all__ = ["CHECKPOINTS", "DEEPSPEED_STAGES", "MAX_AUDIO_S", "MAX_LABEL_TOKENS", "MODES", "FinetuneConfig"]

@@ -1,4 +1,14 @@
-"""The fine-tuning driver: check inputs, prepare data, train on Ray, keep the best checkpoint, export.
+"""The fine-tuning driver: check inputs, prepare data, train, keep the best checkpoint, export.
+
+Two ways to train, one worker function (:func:`whisperops.training.worker.train_loop_per_worker`):
+
+* local (the default for one worker on this machine): Ray Train V2's local mode,
+  ``ScalingConfig(num_workers=0)``, which calls the function in this process through
+  ``LocalController``: no Ray cluster, controller or worker actors, so it steps at the plain
+  ``Seq2SeqTrainer``'s speed. The Trainer keeps its own checkpoints (``metric_for_best_model`` +
+  ``save_total_limit``) in ``OUTPUT/run/checkpoints``; a crashed run continues with ``resume``.
+* ray: Ray Train workers (``--workers 2+``, ``--ray-address``, ``--submit``, ``--max-failures``,
+  DeepSpeed): ``FailureConfig`` retries, checkpoints ranked by Ray's ``CheckpointConfig``.
 
 Order matters for users: every check that can fail cheaply (datasets, model name, output folder,
 worker count, DeepSpeed on a CPU) runs before weights are converted, features computed or Ray started.
@@ -17,11 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from whisperops.checks import check_output_dir
 from whisperops.data.manifest import Dataset as Rows
 from whisperops.data.manifest import load_dataset
 from whisperops.errors import OptionError, WhisperOpsError
 from whisperops.paths import atomic_write_text
-from whisperops.training.config import DEEPSPEED_STAGES, MAX_AUDIO_S, FinetuneConfig
+from whisperops.training.config import CHECKPOINTS, DEEPSPEED_STAGES, MAX_AUDIO_S, MODES, FinetuneConfig
 from whisperops.training.data import TrainingDataError, prepare_split
 
 log = logging.getLogger(__name__)
@@ -95,12 +106,6 @@ def _check_split(rows: Rows, flag: str, english_only: bool, model: str) -> None:
         )
 
 
-def _check_writable(output: Path) -> None:
-    from whisperops.checks import check_output_dir
-
-    check_output_dir(output, "--output")
-
-
 def _warn_if_nearly_full(paths: list[Path]) -> None:
     """Warn, once per file system, where Ray's own disk limit is already crossed.
 
@@ -138,6 +143,7 @@ def preflight(cfg: FinetuneConfig) -> Preflight:
             raise TrainingDataError(f"{flag} {value}: no such manifest, CSV or folder; check the path")
     if cfg.workers < 1:
         raise OptionError(f"--workers {cfg.workers}: must be at least 1")
+    _check_mode(cfg)
     if cfg.deepspeed and cfg.deepspeed not in DEEPSPEED_STAGES:
         raise OptionError(f"--deepspeed {cfg.deepspeed}: use one of {', '.join(DEEPSPEED_STAGES)}")
     if cfg.max_steps <= 0 and cfg.epochs <= 0:
@@ -147,7 +153,7 @@ def preflight(cfg: FinetuneConfig) -> Preflight:
     if cfg.lora and cfg.lora_rank < 1:
         raise OptionError(f"--lora-rank {cfg.lora_rank}: must be at least 1")
     cpus = os.cpu_count() or 1
-    if cfg.ray_address is None:
+    if uses_ray(cfg) and cfg.ray_address is None:
         per_worker = max(1, cfg.threads_per_worker)
         limit = cfg.ray_num_cpus or cpus
         if cfg.workers * per_worker > limit:
@@ -158,8 +164,11 @@ def preflight(cfg: FinetuneConfig) -> Preflight:
     if cfg.deepspeed:
         _check_deepspeed()
     model_path = registry.resolve(cfg.model)  # ModelNotFoundError: one line listing what is here
-    _check_writable(cfg.output_path)
-    ray_tmp = [] if cfg.ray_address else [Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir())]
+    check_output_dir(cfg.output_path, "--output")
+    _check_resume(cfg)
+    ray_tmp = (
+        [] if cfg.ray_address or not uses_ray(cfg) else [Path(os.environ.get("RAY_TMPDIR") or tempfile.gettempdir())]
+    )
     _warn_if_nearly_full([cfg.output_path, *ray_tmp])
     train = load_dataset(cfg.train)
     evaluation = load_dataset(cfg.eval)
@@ -169,6 +178,75 @@ def preflight(cfg: FinetuneConfig) -> Preflight:
     if train.source.resolve() == evaluation.source.resolve():
         log.warning("--train and --eval are the same dataset: eval WER will not show over-fitting")
     return Preflight(train, evaluation, model_path, cpus)
+
+
+def uses_ray(cfg: FinetuneConfig) -> bool:
+    """Ray Train workers, or this process (Ray Train's local mode)? ``auto``: Ray only where it does something."""
+    if cfg.mode != "auto":
+        return cfg.mode == "ray"
+    return cfg.workers > 1 or bool(cfg.ray_address) or cfg.max_failures > 0 or bool(cfg.deepspeed)
+
+
+def _check_mode(cfg: FinetuneConfig) -> None:
+    if cfg.mode not in MODES:
+        raise OptionError(f"--mode {cfg.mode}: use one of {', '.join(MODES)}")
+    if cfg.mode != "local":
+        return
+    # Each is something only Ray's controller and workers do: say which mode does it.
+    for given, flag in (
+        (cfg.workers > 1, f"--workers {cfg.workers}"),
+        (bool(cfg.ray_address), f"--ray-address {cfg.ray_address}"),
+        (cfg.max_failures > 0, f"--max-failures {cfg.max_failures}"),
+        (bool(cfg.deepspeed), f"--deepspeed {cfg.deepspeed}"),
+    ):
+        if given:
+            raise OptionError(
+                f"{flag} needs Ray Train workers, and --mode local trains in this process: use --mode ray "
+                "(a crashed local run continues with --resume)"
+            )
+
+
+def local_checkpoints(output: Path) -> Path:
+    """Where a local run's Trainer writes its checkpoints (``checkpoint-STEP`` folders)."""
+    return output.resolve() / "run" / CHECKPOINTS
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    """The Trainer's newest complete checkpoint in ``folder`` (one with its trainer_state.json)."""
+    steps = []
+    for path in folder.glob("checkpoint-*"):
+        step = path.name.removeprefix("checkpoint-")
+        if step.isdigit() and (path / "trainer_state.json").exists():
+            steps.append((int(step), path))
+    return max(steps)[1] if steps else None
+
+
+def _ray_runs(storage: Path) -> list[Path]:
+    """Earlier Ray Train runs in ``storage`` that registered a checkpoint, newest last."""
+    return sorted(p.parent for p in storage.glob("finetune-*/checkpoint_manager_snapshot.json"))
+
+
+def _storage(cfg: FinetuneConfig) -> Path:
+    return Path(cfg.storage_path) if cfg.storage_path else cfg.output_path.resolve() / "ray"
+
+
+def _check_resume(cfg: FinetuneConfig) -> None:
+    """``--resume`` needs a checkpoint to continue from; a fresh local run must not mix with an old one's."""
+    if uses_ray(cfg):
+        if cfg.resume and not _ray_runs(_storage(cfg)):
+            raise OptionError(
+                f"--resume: no Ray Train run with a checkpoint in {_storage(cfg)}; run without --resume to start"
+            )
+        return
+    folder = local_checkpoints(cfg.output_path)
+    last = last_checkpoint(folder)
+    if cfg.resume and last is None:
+        raise OptionError(f"--resume: no checkpoint in {folder} to continue from; run without --resume to start")
+    if not cfg.resume and last is not None:
+        raise OptionError(
+            f"--output {cfg.output}: holds checkpoints of an earlier run (last {last.name}); "
+            "add --resume to continue it, or choose another --output"
+        )
 
 
 def _english_only(model_path: Path) -> bool:
@@ -284,11 +362,13 @@ def _gpus_available() -> bool:
 
 
 def finetune(cfg: FinetuneConfig) -> FinetuneResult:
-    """Fine-tune ``cfg.model`` on ``cfg.train`` with Ray Train, export and register the best checkpoint.
+    """Fine-tune ``cfg.model`` on ``cfg.train`` here or on Ray Train; export and register the best checkpoint.
 
     Every check that can fail (datasets, model, output folder, workers, disk) runs before any
     work. The best checkpoint by eval WER is exported as Hugging Face weights and as CTranslate2
-    float16 (registered as ``cfg.name``) and int8 (``NAME-int8``).
+    float16 (registered as ``cfg.name``) and int8 (``NAME-int8``). One worker on this machine
+    trains in this process (Ray Train's local mode, see :func:`uses_ray`); more, a cluster,
+    retries or DeepSpeed train on Ray Train's workers.
 
     Args:
         cfg: The run: datasets, base model, output folder, Ray layout and training settings.
@@ -317,9 +397,12 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     max_steps, eval_steps = plan_steps(cfg, train.rows)
     gen_len = cfg.generation_max_length or min(448, max(train.max_label_tokens, evaluation.max_label_tokens) + 16)
 
-    init_ray(cfg)
+    distributed = uses_ray(cfg)
+    if distributed:
+        init_ray(cfg)
     use_gpu = _gpus_available()
-    _check_cluster(cfg, use_gpu)
+    if distributed:
+        _check_cluster(cfg, use_gpu)
 
     from whisperops.training.worker import WorkerPlan
 
@@ -339,20 +422,25 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
         max_steps=max_steps,
         generation_max_length=gen_len,
         encoded=encoded,
+        local=not distributed,
     )
     atomic_write_text(out / "config.json", cfg.to_json())
     log.info(
-        "training %s on %d clips, %d workers, %d steps (eval + checkpoint every %d)",
+        "training %s on %d clips, %s, %d steps (eval + checkpoint every %d)",
         cfg.model,
         train.rows,
-        cfg.workers,
+        f"{cfg.workers} Ray Train workers" if distributed else "in this process (Ray Train local mode)",
         max_steps,
         eval_steps,
     )
-    result = _fit(cfg, plan, use_gpu)
-    best_path, best_metrics, checkpoints = _best_checkpoint(result)
-    history = _history(result)
-    clean_work_dirs(out)
+    if distributed:
+        result = _fit(cfg, plan, use_gpu)
+        best_path, best_metrics, checkpoints = _best_checkpoint(result)
+        history = _history(result)
+        clean_work_dirs(out)
+    else:
+        history = _fit_local(cfg, plan)["log_history"]
+        best_path, best_metrics, checkpoints = _best_local_checkpoint(run_dir / CHECKPOINTS, history)
     exported: dict[str, Any] = {}
     name = cfg.registered_name if cfg.export else None
     if cfg.export:
@@ -376,25 +464,29 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     return res
 
 
-def _fit(cfg: FinetuneConfig, plan, use_gpu: bool):
+def _trainer(cfg: FinetuneConfig, plan, use_gpu: bool = False, workers: int | None = None):
+    """One ``TorchTrainer`` for both modes: ``workers=0`` is Ray Train's local mode (this process)."""
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from whisperops.training.worker import train_loop_per_worker
 
-    storage = Path(cfg.storage_path) if cfg.storage_path else cfg.output_path.resolve() / "ray"
-    storage.mkdir(parents=True, exist_ok=True)
-    trainer = TorchTrainer(
+    storage = _storage(cfg)
+    if workers != 0:
+        storage.mkdir(parents=True, exist_ok=True)
+    # The same name is how Ray Train V2 restores a run: its checkpoint manager reloads the snapshot.
+    runs = _ray_runs(storage) if cfg.resume and workers != 0 else []
+    return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"config": cfg.to_json(), "plan": plan.to_dict()},
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(
-            num_workers=cfg.workers,
+            num_workers=cfg.workers if workers is None else workers,
             use_gpu=use_gpu,
             resources_per_worker={"CPU": max(1, cfg.threads_per_worker)},
         ),
         run_config=RunConfig(
-            name=f"finetune-{int(time.time())}",
+            name=runs[-1].name if runs else f"finetune-{int(time.time())}",
             storage_path=str(storage),
             checkpoint_config=CheckpointConfig(
                 num_to_keep=cfg.save_total_limit,
@@ -404,12 +496,45 @@ def _fit(cfg: FinetuneConfig, plan, use_gpu: bool):
             failure_config=FailureConfig(max_failures=cfg.max_failures),
         ),
     )
+
+
+def _fit(cfg: FinetuneConfig, plan, use_gpu: bool):
     try:
-        return trainer.fit()
+        return _trainer(cfg, plan, use_gpu).fit()
     except Exception as err:  # Ray wraps worker errors; surface the first line of the cause
         cause = err.__cause__ or err
         line = (str(cause).strip().splitlines() or [type(cause).__name__])[-1]
         raise TrainingError(f"training failed after {cfg.max_failures} retries: {line[:300]}") from err
+
+
+def _fit_local(cfg: FinetuneConfig, plan) -> dict[str, Any]:
+    """Train in this process through Ray Train's local mode; the worker returns the Trainer's log history."""
+    try:
+        result = _trainer(cfg, plan, workers=0).fit()
+    except WhisperOpsError:
+        raise
+    except Exception as err:
+        line = (str(err).strip().splitlines() or [type(err).__name__])[-1]
+        raise TrainingError(
+            f"training failed: {line[:300]}; fix the cause and continue from the last checkpoint with --resume "
+            "(automatic retries need --mode ray --max-failures N)"
+        ) from err
+    return result.return_value
+
+
+def _best_local_checkpoint(folder: Path, history: list[dict[str, Any]]) -> tuple[Path, dict[str, Any], list[dict]]:
+    """The best kept checkpoint by eval WER, and every kept one, from the Trainer's own folder and log."""
+    wer_at = {h["step"]: h["eval_wer"] for h in history if "eval_wer" in h}
+    kept = []
+    for path in folder.glob("checkpoint-*"):
+        step = path.name.removeprefix("checkpoint-")
+        if step.isdigit() and int(step) in wer_at:
+            kept.append({"path": str(path), "step": int(step), "eval_wer": wer_at[int(step)]})
+    if not kept:
+        raise TrainingError("training saved no checkpoint with eval_wer; check eval_steps and the eval set")
+    kept.sort(key=lambda c: c["step"])
+    best = min(kept, key=lambda c: (c["eval_wer"], -c["step"]))
+    return Path(best["path"]), {"eval_wer": best["eval_wer"], "step": best["step"]}, kept
 
 
 def _best_checkpoint(result) -> tuple[Path, dict[str, Any], list[dict[str, Any]]]:

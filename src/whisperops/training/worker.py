@@ -1,7 +1,8 @@
 """What runs in each training process: a ``Seq2SeqTrainer`` on prepared splits.
 
-:func:`train_loop_per_worker` is Ray Train's entry point (one call per worker; Ray has set up the
-gloo/NCCL process group); :func:`build_trainer` is shared with the single-process benchmark.
+:func:`train_loop_per_worker` is Ray Train's entry point: one call per Ray worker (Ray has set up
+the gloo/NCCL process group), or one call in the driver's own process in local mode
+(``ScalingConfig(num_workers=0)``). :func:`build_trainer` is shared with the benchmark's plain run.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from whisperops.training.config import FinetuneConfig
+from whisperops.training.config import CHECKPOINTS, FinetuneConfig
 
 log = logging.getLogger(__name__)
+
+TENSORBOARD_ENV = "TENSORBOARD_LOGGING_DIR"  # where transformers' TensorBoard callback writes
 
 
 @dataclass
@@ -32,6 +35,7 @@ class WorkerPlan:
     max_steps: int = -1
     generation_max_length: int = 225
     encoded: bool = False  # splits hold cached encoder_outputs instead of input_features
+    local: bool = False  # Ray Train's local mode: this process, the Trainer's own checkpoints
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -169,56 +173,102 @@ def _threads(cfg: FinetuneConfig, local_world: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, local_world))
 
 
-def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Ray Train worker: build the Trainer, resume from Ray's latest checkpoint after a failure, train."""
+def train_loop_per_worker(loop_config: dict[str, Any]) -> dict[str, Any]:
+    """Build the Trainer, resume from the last checkpoint where there is one, train.
+
+    On Ray workers, checkpoints go to Ray (``RayTrainReportCallback``), which ranks them and hands
+    the latest back to a restarted group. In local mode the Trainer keeps them itself, ranked by
+    ``metric_for_best_model``, in ``RUN/checkpoints``, where ``--resume`` finds the latest. Returns
+    the Trainer's log history (what local mode's driver reads; Ray reads its checkpoints instead).
+    """
     import ray.train
     import torch
-    from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
-    from transformers import TrainerCallback
 
     cfg = FinetuneConfig.from_json(loop_config["config"])
     plan = WorkerPlan(**loop_config["plan"])
     ctx = ray.train.get_context()
-    rank = ctx.get_world_rank()
+    threads, tensorboard = torch.get_num_threads(), os.environ.get(TENSORBOARD_ENV)
     torch.set_num_threads(_threads(cfg, ctx.get_local_world_size()))
-    run_dir = Path(plan.run_dir)
-
     # TensorBoard events from rank 0 only, in the run folder (`tensorboard --logdir RUN/tensorboard`).
-    os.environ["TENSORBOARD_LOGGING_DIR"] = str(run_dir / "tensorboard")
-    # One Trainer output folder per worker process: RayTrainReportCallback uploads each rank's folder
-    # into one Ray checkpoint, so a shared folder would let rank 1 upload rank 0's half-written files
-    # (and a restarted group must not pick up a dead attempt's checkpoints).
-    work_dir = run_dir / "hf-work" / f"rank{rank}-pid{os.getpid()}"
+    os.environ[TENSORBOARD_ENV] = str(Path(plan.run_dir) / "tensorboard")
+    try:
+        return _train(cfg, plan, ctx.get_world_rank())
+    finally:
+        # In local mode this is the caller's process (a notebook, a test): leave it as it was.
+        torch.set_num_threads(threads)
+        if tensorboard is None:
+            os.environ.pop(TENSORBOARD_ENV, None)
+        else:
+            os.environ[TENSORBOARD_ENV] = tensorboard
+
+
+def _train(cfg: FinetuneConfig, plan: WorkerPlan, rank: int) -> dict[str, Any]:
+    from transformers import TrainerCallback
+
+    run_dir = Path(plan.run_dir)
+    # On Ray, one Trainer output folder per worker process: RayTrainReportCallback uploads each rank's
+    # folder into one Ray checkpoint, so a shared folder would let rank 1 upload rank 0's half-written
+    # files (and a restarted group must not pick up a dead attempt's checkpoints).
+    work_dir = run_dir / CHECKPOINTS if plan.local else run_dir / "hf-work" / f"rank{rank}-pid{os.getpid()}"
     trainer = build_trainer(cfg, plan, str(work_dir), report_to=["tensorboard"] if rank == 0 else [])
-    trainer.add_callback(RayTrainReportCallback())
 
-    hook = cfg.extra.get("slow_step_s")
-    if hook:
-        # Test hook: slow each step down so that a test can kill a worker between two checkpoints.
-        class _Slow(TrainerCallback):
+    slow, fail_at = cfg.extra.get("slow_step_s"), cfg.extra.get("fail_at_step")
+    if slow or fail_at:
+        # Test hooks: slow each step down so that a test can kill a worker between two checkpoints,
+        # or fail at one step (after the checkpoints before it).
+        class _Hooks(TrainerCallback):
             def on_step_end(self, args, state, control, **kwargs):
-                time.sleep(float(hook))
+                if slow:
+                    time.sleep(float(slow))
+                if fail_at and state.global_step == int(fail_at):
+                    raise RuntimeError(f"test hook: failed at step {state.global_step}")
 
-        trainer.add_callback(_Slow())
-    trainer = prepare_trainer(trainer)
+        trainer.add_callback(_Hooks())
+    if plan.local:
+        resume = _local_resume(cfg, work_dir)
+    else:
+        from ray.train.huggingface.transformers import RayTrainReportCallback, prepare_trainer
+
+        trainer.add_callback(RayTrainReportCallback())
+        trainer = prepare_trainer(trainer)
+        resume = _ray_resume(run_dir, rank)
     timer = step_timer()
     trainer.add_callback(timer)
-
-    checkpoint = ray.train.get_checkpoint()
-    resume = None
-    if checkpoint is not None:
-        with checkpoint.as_directory() as ckpt_dir:
-            # Copy out of Ray's temporary view: the Trainer reads it while training resumes.
-            resume = str(run_dir / f"resume-rank{rank}")
-            import shutil
-
-            shutil.rmtree(resume, ignore_errors=True)
-            shutil.copytree(Path(ckpt_dir) / RayTrainReportCallback.CHECKPOINT_NAME, resume)
-        log.warning("worker %d resuming from %s", rank, resume)
     _record_worker(run_dir, rank, _checkpoint_step(resume))
     output = trainer.train(resume_from_checkpoint=resume)
     metrics = {"peak_rss_mb": peak_rss_mb(), "steps_per_s": timer.steps_per_s(), **output.metrics}
     _record_worker(run_dir, rank, _checkpoint_step(resume), metrics)
+    return {"log_history": trainer.state.log_history}
+
+
+def _local_resume(cfg: FinetuneConfig, work_dir: Path) -> str | None:
+    if not cfg.resume:
+        return None
+    from whisperops.training.run import last_checkpoint
+
+    last = last_checkpoint(work_dir)
+    if last is not None:
+        log.warning("resuming from %s", last)
+    return str(last) if last is not None else None
+
+
+def _ray_resume(run_dir: Path, rank: int) -> str | None:
+    """Ray's latest checkpoint after a failure (or a resumed run), copied out of Ray's temporary view."""
+    import shutil
+
+    import ray.train
+    from ray.train.huggingface.transformers import RayTrainReportCallback
+
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as ckpt_dir:
+        # The Trainer reads it while training resumes, after Ray's view is gone.
+        resume = str(run_dir / f"resume-rank{rank}")
+        shutil.rmtree(resume, ignore_errors=True)
+        shutil.copytree(Path(ckpt_dir) / RayTrainReportCallback.CHECKPOINT_NAME, resume)
+    log.warning("worker %d resuming from %s", rank, resume)
+    return resume
 
 
 def peak_rss_mb() -> float:
