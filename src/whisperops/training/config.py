@@ -47,9 +47,11 @@ class FinetuneConfig:
     warmup_steps: int = setting(0, help="Linear warm-up steps of the learning rate.")
     weight_decay: float = setting(0.0, help="AdamW weight decay.")
     eval_steps: int = setting(0, help="Evaluate + checkpoint every N steps (0: ~5 per run).")
-    save_total_limit: int = setting(2, help="Checkpoints kept: the best by eval WER, then the latest.")
+    save_total_limit: int = setting(
+        2, help="Checkpoints kept: on Ray the best by eval WER; locally the best and the latest (to resume from)."
+    )
     max_failures: int = setting(
-        0, help="Worker failures Ray Train recovers from, from the last checkpoint (needs --mode ray)."
+        0, help="Worker failures Ray Train recovers from, from the last checkpoint (> 0 trains on Ray Train)."
     )
     resume: bool = setting(False, help="Continue a crashed local run from the last checkpoint in --output.")
     deepspeed: str | None = setting(None, help="zero2 | zero3 | zero3-offload (GPU; runs on Ray Train).")

@@ -398,10 +398,10 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     gen_len = cfg.generation_max_length or min(448, max(train.max_label_tokens, evaluation.max_label_tokens) + 16)
 
     distributed = uses_ray(cfg)
+    use_gpu = False
     if distributed:
         init_ray(cfg)
-    use_gpu = _gpus_available()
-    if distributed:
+        use_gpu = _gpus_available()
         _check_cluster(cfg, use_gpu)
 
     from whisperops.training.worker import WorkerPlan
