@@ -10,6 +10,7 @@ import typer
 from whisperops.cli.app import app, console
 from whisperops.cli.options import option
 from whisperops.config import help_of
+from whisperops.errors import OptionError
 from whisperops.training.config import FinetuneConfig
 
 CONFIG_FIELDS = frozenset(FinetuneConfig.__dataclass_fields__)
@@ -60,6 +61,9 @@ def finetune_cmd(
     cfg = FinetuneConfig.from_dict({**settings, "output": str(output)})
     if submit:
         from whisperops.training.jobs import JobError, submit_job
+
+        if cfg.mode == "local":
+            raise OptionError(f"--submit {submit}: a job trains on the cluster's Ray Train; drop --mode local")
 
         outcome = submit_job(cfg, submit, wait=not no_wait)
         console.print(f"job {outcome.job_id}: {outcome.status}")
