@@ -9,7 +9,6 @@ import typer
 
 from whisperops.cli.app import app, console
 from whisperops.cli.options import option
-from whisperops.config import help_of
 from whisperops.errors import OptionError
 from whisperops.training.config import FinetuneConfig
 
@@ -20,15 +19,12 @@ app.add_typer(recipe_app, name="recipe")
 
 
 # Each option is a FinetuneConfig field of the same name: its default and help are declared there.
-def _required(name: str, *flags: str):
-    return typer.Option(..., *flags, help=help_of(FinetuneConfig, name))
-
-
+# --train, --eval and --output are checked by preflight, so a missing one is the same one line everywhere.
 @app.command("finetune")
 def finetune_cmd(
-    train: str = _required("train", "--train"),
+    train: str = option(FinetuneConfig, "train", "--train"),
     eval: str = option(FinetuneConfig, "eval", "--eval"),
-    output: Path = _required("output", "--output", "-o"),
+    output: str = option(FinetuneConfig, "output", "--output", "-o"),
     model: str = option(FinetuneConfig, "model", "--model", "-m"),
     name: str | None = option(FinetuneConfig, "name", "--name"),
     mode: str = option(FinetuneConfig, "mode", "--mode"),
@@ -58,7 +54,7 @@ def finetune_cmd(
 ) -> None:
     """Fine-tune Whisper with Seq2SeqTrainer, here or on Ray Train; export the best checkpoint (by eval WER) to CT2."""
     settings = {k: v for k, v in locals().items() if k in CONFIG_FIELDS}
-    cfg = FinetuneConfig.from_dict({**settings, "output": str(output)})
+    cfg = FinetuneConfig.from_dict(settings)
     if submit:
         from whisperops.training.jobs import JobError, submit_job
 
@@ -75,7 +71,9 @@ def finetune_cmd(
     from whisperops.training.run import finetune
 
     # soft_wrap: the command must stay copy-pasteable, not broken at the terminal width.
-    console.print(f"TensorBoard: tensorboard --logdir {output.resolve() / 'run' / 'tensorboard'}", soft_wrap=True)
+    console.print(
+        f"TensorBoard: tensorboard --logdir {cfg.output_path.resolve() / 'run' / 'tensorboard'}", soft_wrap=True
+    )
     result = finetune(cfg)
     console.print(
         f"best checkpoint: step {result.best_step}, eval WER {pct(result.best_eval_wer)} ({result.best_checkpoint})",

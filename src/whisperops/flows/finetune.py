@@ -25,7 +25,7 @@ import whisperops.flows  # noqa: F401
 # isort: split
 from metaflow import FlowSpec, Parameter, card, current, step
 
-from whisperops.config import default_of, help_of
+from whisperops.flows import parameter
 from whisperops.training.config import FinetuneConfig
 
 # Flow parameter -> FinetuneConfig field, for the settings the flow exposes as parameters of their own;
@@ -47,13 +47,7 @@ SETTINGS = {
 
 
 def _setting(name: str, required: bool = False) -> Parameter:
-    flag = name.replace("_", "-")
-    if required:
-        return Parameter(flag, required=True, help=help_of(FinetuneConfig, name))
-    default = default_of(FinetuneConfig, name)
-    if default is None:  # Metaflow parameters cannot default to None; "" reads back as unset
-        return Parameter(flag, default="", help=help_of(FinetuneConfig, name))
-    return Parameter(flag, type=type(default), default=default, help=help_of(FinetuneConfig, name))
+    return parameter(FinetuneConfig, name, name.replace("_", "-"), **({"required": True} if required else {}))
 
 
 class FineTuneFlow(FlowSpec):

@@ -25,9 +25,9 @@ CHECKPOINTS = "checkpoints"  # RUN/checkpoints: the Trainer's own, in local mode
 class FinetuneConfig:
     """Everything one fine-tuning run needs; ``to_json``/``from_json`` carry it to workers and jobs."""
 
-    train: str = setting(help="Training set: JSONL manifest, audiofolder CSV or folder.")
+    train: str = setting("", help="Training set: JSONL manifest, audiofolder CSV or folder.")
     eval: str = setting("", help="Held-out set for eval WER (picks the best checkpoint).")
-    output: str = setting(help="Run folder: checkpoints, TensorBoard, exported model.")
+    output: str = setting("", help="Run folder: checkpoints, TensorBoard, exported model.")
     model: str = setting("tiny.en", help="Base model: registry name or directory.")
     name: str | None = setting(None, help="Register the result under this name (default MODEL-OUTPUT).")
     mode: str = setting(

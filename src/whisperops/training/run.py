@@ -134,6 +134,8 @@ def preflight(cfg: FinetuneConfig) -> Preflight:
 
     if not cfg.train:
         raise OptionError("--train is required: a JSONL manifest, audiofolder CSV or folder of audio + .txt")
+    if not cfg.output:
+        raise OptionError("--output is required: the run folder for checkpoints, TensorBoard and the exported model")
     if not cfg.eval:
         raise OptionError(
             "--eval is required: checkpoints are chosen by eval WER; hold out a manifest, CSV or folder for it"
