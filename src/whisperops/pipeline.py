@@ -7,6 +7,7 @@ batch goes on; outputs are written as each item finishes, so nothing computed is
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -16,7 +17,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from whisperops.audio import file_sha256, probe_duration
 from whisperops.engine import DecodeOptions, Engine
@@ -25,6 +26,9 @@ from whisperops.paths import atomic_write_text, cache_dir
 from whisperops.results import Segment, Transcript
 from whisperops.sources import MediaItem, fetch, local_media
 from whisperops.writers import write_all
+
+if TYPE_CHECKING:
+    from whisperops.diarize import DiarizeSettings
 
 log = logging.getLogger(__name__)
 
@@ -133,11 +137,20 @@ def transcribe_item(
     formats: Sequence[str] = (),
     cache: TranscriptCache | None = None,
     progress: Progress | None = None,
+    diarize: DiarizeSettings | None = None,
 ) -> ItemResult:
-    """Never raises for a bad item: the error is in the result."""
+    """Never raises for a bad item: the error is in the result.
+
+    With ``diarize`` (its ``diarize`` on), words are timed for the labels, and kept only when
+    ``options`` asked for them.
+    """
     progress = progress or NoProgress()
     progress.item_started(item)
     start = time.perf_counter()
+    diarizing = diarize is not None and diarize.diarize
+    keep_words = options.word_timestamps
+    if diarizing and not options.word_timestamps:
+        options = dataclasses.replace(options, word_timestamps=True)
     try:
         path = fetch(item)
         key = cache.key(file_sha256(path), engine, options) if cache else None
@@ -160,6 +173,10 @@ def transcribe_item(
             progress.audio_known(item, transcript.duration)
         # The cached transcript came from the same bytes, maybe under another name or URL.
         transcript.source, transcript.metadata = item.source, {**transcript.metadata, **item.metadata}
+        if diarizing:
+            from whisperops.diarize import diarize_transcript
+
+            transcript = diarize_transcript(transcript, path, diarize, keep_words=keep_words)
         if output_dir and formats:
             outputs, error = write_outputs(transcript, output_dir, item, formats)
             result = ItemResult(item, "failed" if error else status, transcript, error, outputs)
@@ -199,9 +216,19 @@ def transcribe_items(
     formats: Sequence[str] = (),
     cache: TranscriptCache | None = None,
     progress: Progress | None = None,
+    diarize: DiarizeSettings | None = None,
 ) -> list[ItemResult]:
     return [
-        transcribe_item(engine, item, options, output_dir=output_dir, formats=formats, cache=cache, progress=progress)
+        transcribe_item(
+            engine,
+            item,
+            options,
+            output_dir=output_dir,
+            formats=formats,
+            cache=cache,
+            progress=progress,
+            diarize=diarize,
+        )
         for item in items
     ]
 

@@ -44,6 +44,12 @@ class ResultWriter:
 
 def _cues(segments: Iterable[Segment], duration: float) -> Iterable[tuple[float, float, str]]:
     """Non-empty cues with monotonic, in-bounds times (players reject overlapping or negative cues)."""
+    for start, end, text, _ in _segment_cues(segments, duration):
+        yield start, end, text
+
+
+def _segment_cues(segments: Iterable[Segment], duration: float) -> Iterable[tuple[float, float, str, Segment]]:
+    """:func:`_cues` with the segment each cue came from (for its speaker)."""
     last_end = 0.0
     for seg in segments:
         text = seg.text.strip()
@@ -54,13 +60,35 @@ def _cues(segments: Iterable[Segment], duration: float) -> Iterable[tuple[float,
         if duration > 0:
             end = min(end, duration)
         last_end = end
-        yield start, end, text.replace("-->", "->")
+        yield start, end, text.replace("-->", "->"), seg
+
+
+def _diarized(transcript: Transcript) -> bool:
+    """Speakers are written only for a diarized transcript, so other outputs stay byte-identical."""
+    return transcript.speakers is not None
+
+
+def _speaker_lines(transcript: Transcript) -> str:
+    """One ``A: ...`` line per turn: consecutive segments of one speaker joined."""
+    lines: list[list[str]] = []
+    last = object()
+    for seg in transcript.segments:
+        text = seg.text.strip()
+        if not text:
+            continue
+        if seg.speaker != last:
+            lines.append([f"{seg.speaker or '?'}:"])
+            last = seg.speaker
+        lines[-1].append(text)
+    return "".join(" ".join(line) + "\n" for line in lines)
 
 
 class WriteTXT(ResultWriter):
     extension = "txt"
 
     def render(self, transcript: Transcript) -> str:
+        if _diarized(transcript):
+            return _speaker_lines(transcript)
         return "".join(f"{s.text.strip()}\n" for s in transcript.segments if s.text.strip())
 
 
@@ -68,9 +96,10 @@ class WriteSRT(ResultWriter):
     extension = "srt"
 
     def render(self, transcript: Transcript) -> str:
+        label = (lambda seg: f"{seg.speaker}: " if seg.speaker else "") if _diarized(transcript) else (lambda seg: "")
         blocks = [
-            f"{i}\n{format_timestamp(a, True, ',')} --> {format_timestamp(b, True, ',')}\n{text}\n"
-            for i, (a, b, text) in enumerate(_cues(transcript.segments, transcript.duration), start=1)
+            f"{i}\n{format_timestamp(a, True, ',')} --> {format_timestamp(b, True, ',')}\n{label(seg)}{text}\n"
+            for i, (a, b, text, seg) in enumerate(_segment_cues(transcript.segments, transcript.duration), start=1)
         ]
         return "\n".join(blocks)
 
@@ -79,9 +108,10 @@ class WriteVTT(ResultWriter):
     extension = "vtt"
 
     def render(self, transcript: Transcript) -> str:
+        voice = (lambda seg: f"<v {seg.speaker}>" if seg.speaker else "") if _diarized(transcript) else (lambda seg: "")
         cues = [
-            f"{format_timestamp(a)} --> {format_timestamp(b)}\n{text}\n"
-            for a, b, text in _cues(transcript.segments, transcript.duration)
+            f"{format_timestamp(a)} --> {format_timestamp(b)}\n{voice(seg)}{text}\n"
+            for a, b, text, seg in _segment_cues(transcript.segments, transcript.duration)
         ]
         return "WEBVTT\n\n" + "\n".join(cues)
 
@@ -92,6 +122,11 @@ class WriteTSV(ResultWriter):
     extension = "tsv"
 
     def render(self, transcript: Transcript) -> str:
+        if _diarized(transcript):
+            rows = ["start\tend\tspeaker\ttext"]
+            for a, b, text, seg in _segment_cues(transcript.segments, transcript.duration):
+                rows.append(f"{round(1000 * a)}\t{round(1000 * b)}\t{seg.speaker or ''}\t{text.replace(chr(9), ' ')}")
+            return "\n".join(rows) + "\n"
         rows = ["start\tend\ttext"]
         for a, b, text in _cues(transcript.segments, transcript.duration):
             rows.append(f"{round(1000 * a)}\t{round(1000 * b)}\t{text.replace(chr(9), ' ')}")

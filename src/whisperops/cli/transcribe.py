@@ -9,7 +9,9 @@ import typer
 
 from whisperops.cli.app import app, console, deferred_signals, err_console, progress_bar, raise_if_interrupted
 from whisperops.cli.options import option
+from whisperops.diarize import DiarizeSettings
 from whisperops.engine import DecodeOptions, EngineConfig
+from whisperops.errors import OptionError
 
 if TYPE_CHECKING:
     import asyncio
@@ -45,6 +47,11 @@ def transcribe_cmd(
         0, "--shard-size", help="About this many items per task, balancing decoding work (0: spread over the workers)."
     ),
     title: str = typer.Option("Transcription run", "--title", help="Title of the run's card."),
+    diarize: bool = option(DiarizeSettings, "diarize", "--diarize"),
+    num_speakers: int | None = option(DiarizeSettings, "num_speakers", "--num-speakers"),
+    min_speakers: int | None = option(DiarizeSettings, "min_speakers", "--min-speakers"),
+    max_speakers: int | None = option(DiarizeSettings, "max_speakers", "--max-speakers"),
+    channels: str = option(DiarizeSettings, "channels", "--channels"),
 ) -> None:
     """Transcribe media into txt/srt/vtt/tsv/json, one file per item and format.
 
@@ -69,10 +76,13 @@ def transcribe_cmd(
         initial_prompt=initial_prompt,
         hotwords=hotwords,
     )
+    speakers = _diarize_settings(diarize, num_speakers, min_speakers, max_speakers, channels, in_process)
     checks.check_run(model, device, compute_type, threads, options.language, options.task)
     checks.check_output_dir(output_dir)
     if in_process:
-        results = _transcribe_here(sources, model, output_dir, fmt_list, options, device, compute_type, threads, cache)
+        results = _transcribe_here(
+            sources, model, output_dir, fmt_list, options, device, compute_type, threads, cache, speakers
+        )
     else:
         results = _transcribe_with_flow(
             sources,
@@ -102,7 +112,24 @@ def transcribe_cmd(
         raise typer.Exit(EXIT_SOME_FAILED)
 
 
-def _transcribe_here(sources, model, output_dir, fmt_list, options, device, compute_type, threads, cache):
+def _diarize_settings(
+    diarize, num_speakers, min_speakers, max_speakers, channels, in_process
+) -> DiarizeSettings | None:
+    """The diarization settings, checked (and the engine's weights found) before any audio is decoded."""
+    settings = DiarizeSettings(diarize, num_speakers, min_speakers, max_speakers, channels)
+    if not diarize:
+        if num_speakers or min_speakers or max_speakers:
+            raise OptionError("--num-speakers/--min-speakers/--max-speakers: add --diarize to use them")
+        return None
+    if not in_process:
+        raise OptionError("--diarize: the Metaflow flow does not diarize yet; add --in-process")
+    from whisperops.diarize.voice import weights_path
+
+    weights_path()
+    return settings
+
+
+def _transcribe_here(sources, model, output_dir, fmt_list, options, device, compute_type, threads, cache, speakers):
     from whisperops.engine import Engine
     from whisperops.pipeline import TranscriptCache, transcribe_items
     from whisperops.sources import resolve
@@ -118,6 +145,7 @@ def _transcribe_here(sources, model, output_dir, fmt_list, options, device, comp
             formats=fmt_list,
             cache=TranscriptCache() if cache else None,
             progress=progress,
+            diarize=speakers,
         )
 
 

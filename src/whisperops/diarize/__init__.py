@@ -1,0 +1,146 @@
+"""Who spoke when: offline speaker diarization behind one small interface.
+
+An engine turns 16 kHz mono samples into speaker :class:`Turn` s; :func:`diarize_file` picks channel
+splitting for two-party stereo calls and an engine for everything else; :func:`label_transcript`
+puts the labels onto a transcript's words and segments. Engines' weights come from installed
+packages only, so diarization works with no network.
+
+This module stays light (no numpy): the CLI imports :class:`DiarizeSettings` for its options.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from whisperops.config import setting
+from whisperops.errors import OptionError
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from whisperops.results import Transcript
+
+CHANNEL_MODES = ("auto", "split", "mix")
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One stretch of one speaker's speech, in seconds from the start of the file."""
+
+    start: float
+    end: float
+    speaker: str
+
+
+class Diarizer(Protocol):
+    """What an engine provides: speaker turns for 16 kHz mono float32 samples."""
+
+    def diarize(
+        self,
+        audio: np.ndarray,
+        sr: int = 16000,
+        num_speakers: int | None = None,
+        min_speakers: int | None = None,
+        max_speakers: int | None = None,
+    ) -> list[Turn]: ...
+
+
+@dataclass
+class DiarizeSettings:
+    """How to diarize.
+
+    Raises:
+        OptionError: A speaker count below 1, min above max, or an unknown engine or channel mode.
+    """
+
+    diarize: bool = setting(False, help="Label who spoke when (offline; needs the diarize extra).")
+    num_speakers: int | None = setting(None, help="Exact number of speakers, when known (else estimated).")
+    min_speakers: int | None = setting(None, help="At least this many speakers (with the count estimated).")
+    max_speakers: int | None = setting(None, help="At most this many speakers (with the count estimated).")
+    channels: str = setting(
+        "auto", help="Stereo: auto splits by channel when each carries its own speaker; split always; mix never."
+    )
+    engine: str = setting("resemblyzer", help="Diarization engine (see whisperops.diarize.ENGINES).")
+
+    def __post_init__(self) -> None:
+        for flag, value in (
+            ("--num-speakers", self.num_speakers),
+            ("--min-speakers", self.min_speakers),
+            ("--max-speakers", self.max_speakers),
+        ):
+            if value is not None and value < 1:
+                raise OptionError(f"{flag} {value}: must be at least 1 (or leave it out to estimate the count)")
+        if self.min_speakers and self.max_speakers and self.min_speakers > self.max_speakers:
+            raise OptionError(
+                f"--min-speakers {self.min_speakers} is above --max-speakers {self.max_speakers}: swap or drop one"
+            )
+        if self.num_speakers and (self.min_speakers or self.max_speakers):
+            raise OptionError("--num-speakers with --min-speakers/--max-speakers: give an exact count or a range")
+        if self.channels not in CHANNEL_MODES:
+            raise OptionError(f"--channels {self.channels!r}: must be one of {', '.join(CHANNEL_MODES)}")
+        if self.engine not in ENGINES:
+            raise OptionError(f"--diarize-engine {self.engine!r}: must be one of {', '.join(ENGINES)}")
+
+
+def _resemblyzer() -> Diarizer:
+    from whisperops.diarize.voice import VoiceEncoderDiarizer
+
+    return VoiceEncoderDiarizer()
+
+
+# Engine name -> factory; a factory imports its engine's heavy dependencies when called.
+ENGINES = {"resemblyzer": _resemblyzer}
+_LOADED: dict[str, Diarizer] = {}
+
+
+def get_diarizer(name: str = "resemblyzer") -> Diarizer:
+    """The engine ``name``, loaded once per process."""
+    if name not in _LOADED:
+        _LOADED[name] = ENGINES[name]()
+    return _LOADED[name]
+
+
+def diarize_file(path: str | Path, settings: DiarizeSettings | None = None) -> list[Turn]:
+    """Speaker turns for the media file at ``path``: by channel for two-party stereo calls, else by voice."""
+    from whisperops.diarize.stereo import load_channels, split_by_channel, talkers_per_channel
+
+    settings = settings or DiarizeSettings(diarize=True)
+    channels = load_channels(path)
+    stereo = channels.shape[0] == 2 and settings.channels != "mix"
+    if stereo and (settings.channels == "split" or talkers_per_channel(channels)):
+        return split_by_channel(channels)
+    return get_diarizer(settings.engine).diarize(
+        channels.mean(axis=0),
+        16000,
+        num_speakers=settings.num_speakers,
+        min_speakers=settings.min_speakers,
+        max_speakers=settings.max_speakers,
+    )
+
+
+def diarize_transcript(
+    transcript: Transcript, path: str | Path, settings: DiarizeSettings, *, keep_words: bool = True
+) -> Transcript:
+    """``transcript`` of the file at ``path`` with speakers on its words and segments (timed in ``timings``)."""
+    import time
+
+    from whisperops.diarize.labels import label_transcript
+
+    start = time.perf_counter()
+    turns = diarize_file(path, settings)
+    labelled = label_transcript(transcript, turns, keep_words=keep_words)
+    labelled.timings["diarize_s"] = round(time.perf_counter() - start, 4)
+    return labelled
+
+
+__all__ = [
+    "ENGINES",
+    "DiarizeSettings",
+    "Diarizer",
+    "Turn",
+    "diarize_file",
+    "diarize_transcript",
+    "get_diarizer",
+]

@@ -1,0 +1,71 @@
+"""Frame-level speaker labels to turns, shared by the engines and the channel splitter."""
+
+from __future__ import annotations
+
+import string
+
+import numpy as np
+
+from whisperops.diarize import Turn
+
+# -1 marks a frame with no speech.
+SILENCE = -1
+
+
+def speech_mask(audio: np.ndarray, sr: int, hop_s: float, *, min_silence_ms: int = 300) -> np.ndarray:
+    """One bool per ``hop_s`` frame: Silero VAD (shipped inside faster-whisper) heard speech there."""
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    n = int(np.ceil(audio.size / sr / hop_s))
+    mask = np.zeros(n, dtype=bool)
+    if audio.size == 0:
+        return mask
+    options = VadOptions(min_silence_duration_ms=min_silence_ms, speech_pad_ms=60)
+    for ts in get_speech_timestamps(audio.astype(np.float32), options, sampling_rate=sr):
+        mask[int(ts["start"] / sr / hop_s) : int(np.ceil(ts["end"] / sr / hop_s))] = True
+    return mask
+
+
+def smooth(labels: np.ndarray, width: int) -> np.ndarray:
+    """Majority vote over ``width`` frames among speech frames: removes flickers shorter than a turn."""
+    if width <= 1 or labels.size == 0:
+        return labels
+    out = labels.copy()
+    half = width // 2
+    for i in np.flatnonzero(labels != SILENCE):
+        window = labels[max(0, i - half) : i + half + 1]
+        window = window[window != SILENCE]
+        out[i] = np.bincount(window).argmax()
+    return out
+
+
+def to_turns(labels: np.ndarray, hop_s: float, *, bridge_s: float = 0.5) -> list[Turn]:
+    """Runs of equal labels as turns named A, B, ... in order of first speech.
+
+    A pause shorter than ``bridge_s`` between two stretches of one speaker is kept inside the turn,
+    as people hear it.
+    """
+    runs: list[list] = []
+    for i, lab in enumerate(labels.tolist()):
+        if lab == SILENCE:
+            continue
+        start, end = i * hop_s, (i + 1) * hop_s
+        if runs and runs[-1][2] == lab and start - runs[-1][1] <= bridge_s + 1e-9:
+            runs[-1][1] = end
+        else:
+            runs.append([start, end, lab])
+    names: dict[int, str] = {}
+    for _, _, lab in runs:
+        names.setdefault(lab, speaker_name(len(names)))
+    return [Turn(round(a, 3), round(b, 3), names[lab]) for a, b, lab in runs]
+
+
+def speaker_name(index: int) -> str:
+    """A, B, ..., Z, AA, AB, ... as OpenAI's diarized_json labels them."""
+    letters = string.ascii_uppercase
+    name = ""
+    index += 1
+    while index:
+        index, rem = divmod(index - 1, 26)
+        name = letters[rem] + name
+    return name

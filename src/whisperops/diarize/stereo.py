@@ -1,0 +1,77 @@
+"""Two-party stereo calls: one speaker per channel, told apart by which channel is louder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from whisperops.diarize import Turn
+from whisperops.diarize.frames import SILENCE, smooth, speech_mask, to_turns
+
+SR = 16000
+HOP_S = 0.1
+# A frame belongs to a channel when it is this much louder there (crosstalk and echo are quieter).
+DOMINANCE_DB = 6.0
+
+
+def load_channels(path: str | Path) -> np.ndarray:
+    """``(channels, samples)`` float32 at 16 kHz: 1 row for mono, 2 for stereo (more are mixed to 2)."""
+    import av
+
+    from whisperops.audio import load_audio
+    from whisperops.errors import AudioError
+
+    try:
+        with av.open(str(path)) as container:
+            stream = next(iter(container.streams.audio), None)
+            channels = stream.codec_context.channels if stream is not None else 1
+    except (av.error.FFmpegError, OSError) as err:
+        raise AudioError(f"{path}: cannot read audio ({err})") from err
+    if channels < 2:
+        return load_audio(path)[None, :]
+    resampler = av.audio.resampler.AudioResampler(format="fltp", layout="stereo", rate=SR)
+    blocks: list[np.ndarray] = []
+    with av.open(str(path)) as container:
+        for frame in container.decode(audio=0):
+            for out in resampler.resample(frame):
+                blocks.append(out.to_ndarray())
+        for out in resampler.resample(None):
+            blocks.append(out.to_ndarray())
+    return np.concatenate(blocks, axis=1).astype(np.float32) if blocks else np.zeros((2, 0), np.float32)
+
+
+def _levels_db(channels: np.ndarray) -> np.ndarray:
+    """``(2, frames)`` RMS level per ``HOP_S`` frame, in dBFS."""
+    hop = int(HOP_S * SR)
+    n = channels.shape[1] // hop
+    frames = channels[:, : n * hop].reshape(2, n, hop)
+    return 10 * np.log10(np.mean(frames**2, axis=2) + 1e-10)
+
+
+def talkers_per_channel(channels: np.ndarray, *, min_share: float = 0.7) -> bool:
+    """True when each channel carries its own speaker: most speech is clearly louder on one side, both sides talk.
+
+    A mono recording copied to two channels, or a stereo mix of one room, fails this and is
+    diarized by voice instead.
+    """
+    mix = channels.mean(axis=0)
+    speech = speech_mask(mix, SR, HOP_S)
+    levels = _levels_db(channels)
+    n = min(speech.size, levels.shape[1])
+    speech, levels = speech[:n], levels[:, :n]
+    if speech.sum() < 10:
+        return False
+    diff = levels[0, speech] - levels[1, speech]
+    left, right = (diff > DOMINANCE_DB).mean(), (diff < -DOMINANCE_DB).mean()
+    return bool(left + right >= min_share and min(left, right) >= 0.05)
+
+
+def split_by_channel(channels: np.ndarray) -> list[Turn]:
+    """Turns from which channel is louder while anyone speaks; speakers named in order of first speech."""
+    speech = speech_mask(channels.mean(axis=0), SR, HOP_S)
+    levels = _levels_db(channels)
+    n = min(speech.size, levels.shape[1])
+    labels = np.full(n, SILENCE, dtype=np.int64)
+    labels[speech[:n]] = (levels[1, speech[:n]] > levels[0, speech[:n]]).astype(np.int64)
+    return to_turns(smooth(labels, 5), HOP_S)
