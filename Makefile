@@ -27,9 +27,11 @@ $(VENV)/.installed-$(HASH): $(VENV)/.torch
 	rm -f $(VENV)/.installed-*; touch $@
 
 $(VENV)/.dev-$(HASH): $(VENV)/.torch
-	$(PIP) install -e '.[base,synth,flow,remote,eval,train,serve,dev,bench]'
+	$(PIP) install -e '.[base,synth,flow,remote,eval,train,serve,dev,bench,diarize]'
 	# openai-whisper (a peer the export tests load) requires triton, which is GPU-only and large.
 	$(PIP) install --no-deps 'openai-whisper==20250625'
+	# Diarization reads only resemblyzer's weights file; its librosa and webrtcvad are not needed.
+	$(PIP) install --no-deps 'resemblyzer==0.1.4'
 	rm -f $(VENV)/.dev-*; touch $@
 
 install: $(VENV)/.installed-$(HASH)

@@ -1,0 +1,181 @@
+"""Speaker diarization on real speech: who spoke when, labels on transcripts, outputs, bad input."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from whisperops.diarize import DiarizeSettings, Turn, diarize_file
+from whisperops.errors import OptionError
+from whisperops.results import Segment, Transcript, Word
+
+# The package's own module needs librosa; only its weights file is used, so look, don't import.
+if importlib.util.find_spec("resemblyzer") is None:
+    pytest.skip("the diarize extra is not installed (pip install --no-deps resemblyzer)", allow_module_level=True)
+SR = 16000
+
+
+@pytest.fixture(scope="module")
+def conversation(shared_speech, tmp_path_factory):
+    """Two real readers (LJ Speech, LibriSpeech 2412) taking turns, and the truth of who spoke when."""
+    from whisperops.audio import load_audio
+    from whisperops.diarize.devset import _interleave, _lay, _pieces, _trim
+
+    rng = np.random.default_rng(1)
+    lj = np.concatenate([_trim(load_audio(shared_speech / f"ljspeech/LJ001-000{i}.wav")) for i in (1, 3, 4)])
+    libri = _trim(load_audio(shared_speech / "librispeech/2412-153948-0000.flac"))
+    sources = {"lj": _pieces(lj, [5, 2, 4]), "libri": _pieces(libri, [4, 1.5, 3.5])}
+    audio, truth = _lay(_interleave(sources, rng), rng)
+    folder = tmp_path_factory.mktemp("conversation")
+    mono = folder / "two.wav"
+    sf.write(mono, audio, SR)
+    # The same conversation as a call: one party per channel, the other leaking in 20 dB down.
+    left, right = np.zeros_like(audio), np.zeros_like(audio)
+    for t in truth:
+        a, b = int(t.start * SR), int(t.end * SR)
+        own, other = (left, right) if t.speaker == truth[0].speaker else (right, left)
+        own[a:b], other[a:b] = audio[a:b], 0.1 * audio[a:b]
+    call = folder / "call.wav"
+    sf.write(call, np.stack([left, right], axis=1), SR)
+    same = folder / "dual_mono.wav"
+    sf.write(same, np.stack([audio, audio], axis=1), SR)
+    return {"mono": mono, "call": call, "dual_mono": same, "truth": truth}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"num_speakers": 0}, "--num-speakers 0: must be at least 1"),
+        ({"min_speakers": 3, "max_speakers": 2}, "--min-speakers 3 is above --max-speakers 2"),
+        ({"num_speakers": 2, "max_speakers": 3}, "give an exact count or a range"),
+        ({"channels": "left"}, "--channels 'left'"),
+    ],
+)
+def test_bad_speaker_counts_are_one_line_errors(kwargs, message):
+    with pytest.raises(OptionError, match=message) as err:
+        DiarizeSettings(diarize=True, **kwargs)
+    assert "\n" not in str(err.value)
+
+
+def test_cli_rejects_zero_speakers_before_decoding(jfk, tmp_path):
+    from test_cli import run_cli
+
+    out = run_cli("transcribe", str(jfk), "--in-process", "--diarize", "--num-speakers", "0", "-o", str(tmp_path))
+    assert out.returncode == 2, out.stderr
+    assert "--num-speakers 0: must be at least 1" in out.stderr
+    assert not list(tmp_path.iterdir())
+
+
+def test_der_counts_confusion_miss_and_false_alarm():
+    from whisperops.diarize.score import diarization_error
+
+    ref = [Turn(0, 10, "x"), Turn(10, 20, "y")]
+    # Labels are matched optimally: other names for the same turns are no error.
+    assert diarization_error(ref, [Turn(0, 10, "B"), Turn(10, 20, "A")]).der == 0
+    # 2 s of y given to x's cluster: confusion; the collar forgives 0.125 s each side of the edge at 10.
+    d = diarization_error(ref, [Turn(0, 12, "A"), Turn(12, 20, "B")])
+    assert d.confusion_s == pytest.approx(1.875, abs=0.02) and d.miss_s == 0 and d.false_alarm_s == 0
+    d = diarization_error(ref, [Turn(0, 10, "A"), Turn(10, 15, "B"), Turn(21, 22, "B")])
+    assert d.miss_s == pytest.approx(4.875, abs=0.02) and d.false_alarm_s == pytest.approx(1.0, abs=0.02)
+    assert d.speech_s == pytest.approx(19.5, abs=0.02)
+
+
+def test_two_readers_are_told_apart_without_a_count(conversation):
+    from whisperops.diarize.score import diarization_error
+
+    hyp = diarize_file(conversation["mono"], DiarizeSettings(diarize=True))
+    assert {t.speaker for t in hyp} == {"A", "B"}
+    d = diarization_error(conversation["truth"], hyp)
+    assert d.rate("confusion") <= 0.10, d
+    assert d.der <= 0.2, d
+
+
+def test_a_count_or_range_is_obeyed(conversation):
+    three = diarize_file(conversation["mono"], DiarizeSettings(diarize=True, num_speakers=3))
+    assert len({t.speaker for t in three}) == 3
+    one = diarize_file(conversation["mono"], DiarizeSettings(diarize=True, max_speakers=1))
+    assert {t.speaker for t in one} == {"A"}
+
+
+def test_one_speaker_gets_one_label(jfk):
+    turns = diarize_file(jfk, DiarizeSettings(diarize=True))
+    assert turns and {t.speaker for t in turns} == {"A"}
+
+
+def test_silent_file_has_no_speakers_and_no_error(tmp_path):
+    from whisperops.diarize.labels import label_transcript
+
+    path = tmp_path / "silent.wav"
+    sf.write(path, np.zeros(3 * SR, np.float32), SR)
+    assert diarize_file(path, DiarizeSettings(diarize=True)) == []
+    empty = Transcript(source=str(path), text="", segments=[], language="en", language_probability=1.0, duration=3.0)
+    assert label_transcript(empty, []).speakers == []
+
+
+def test_stereo_call_is_split_by_channel(conversation):
+    from whisperops.diarize.score import diarization_error
+    from whisperops.diarize.stereo import load_channels, talkers_per_channel
+
+    assert talkers_per_channel(load_channels(conversation["call"]))
+    hyp = diarize_file(conversation["call"], DiarizeSettings(diarize=True))
+    d = diarization_error(conversation["truth"], hyp)
+    assert d.rate("confusion") <= 0.02 and d.der <= 0.08, d
+    # A mono recording copied to both channels carries no channel cue: it is diarized by voice.
+    assert not talkers_per_channel(load_channels(conversation["dual_mono"]))
+
+
+def test_segments_split_where_the_speaker_changes():
+    from whisperops.diarize.labels import label_transcript
+
+    words = [Word(0.0, 0.5, " Hello", 0.9), Word(0.6, 1.0, " there.", 0.9), Word(1.6, 2.0, " Hi!", 0.9)]
+    seg = Segment(0, 0.0, 2.0, " Hello there. Hi!", words=words)
+    t = Transcript("x", " Hello there. Hi!", [seg], "en", 1.0, 2.0)
+    out = label_transcript(t, [Turn(0.0, 1.2, "A"), Turn(1.4, 2.0, "B")], keep_words=False)
+    assert [(s.id, s.speaker, s.text, s.start, s.end) for s in out.segments] == [
+        (0, "A", " Hello there.", 0.0, 1.0),
+        (1, "B", " Hi!", 1.6, 2.0),
+    ]
+    assert all(s.words is None for s in out.segments)
+    assert out.speakers == [{"speaker": "A", "talk_time_s": 1.2}, {"speaker": "B", "talk_time_s": 0.6}]
+    assert t.segments[0].speaker is None  # the input is left as it was
+
+
+def test_transcribe_with_diarize_writes_speakers_everywhere(engine, conversation, tmp_path):
+    from whisperops.engine import DecodeOptions
+    from whisperops.pipeline import transcribe_item
+    from whisperops.sources import resolve
+    from whisperops.writers import WRITERS
+
+    (item,) = resolve([str(conversation["mono"])])
+    result = transcribe_item(
+        engine,
+        item,
+        DecodeOptions(),
+        output_dir=tmp_path,
+        formats=list(WRITERS),
+        diarize=DiarizeSettings(diarize=True),
+    )
+    assert result.ok, result.error
+    t = result.transcript
+    assert [s["speaker"] for s in t.speakers] == ["A", "B"]
+    assert all(s.speaker in ("A", "B") for s in t.segments) and all(s.words is None for s in t.segments)
+    assert len({s.speaker for s in t.segments}) == 2 and t.timings["diarize_s"] > 0
+    data = json.loads((tmp_path / "two.json").read_text())
+    assert data["speakers"] == t.speakers and data["segments"][0]["speaker"] in ("A", "B")
+    txt = (tmp_path / "two.txt").read_text().splitlines()
+    assert txt[0].startswith(f"{t.segments[0].speaker}: ") and len(txt) >= 3
+    assert all(line[:3] in ("A: ", "B: ") for line in txt)
+    assert "\nA: " in (tmp_path / "two.srt").read_text() or "\nB: " in (tmp_path / "two.srt").read_text()
+    assert "<v A>" in (tmp_path / "two.vtt").read_text()
+    tsv = (tmp_path / "two.tsv").read_text().splitlines()
+    assert tsv[0] == "start\tend\tspeaker\ttext" and tsv[1].split("\t")[2] in ("A", "B")
+    # Undiarized, the same transcript renders as it always did: no speaker anywhere.
+    from dataclasses import replace
+
+    plain = replace(t, speakers=None, segments=[replace(s, speaker=None) for s in t.segments])
+    assert not WRITERS["vtt"]().render(plain).count("<v ")
+    assert WRITERS["tsv"]().render(plain).startswith("start\tend\ttext\n")
