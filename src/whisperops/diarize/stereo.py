@@ -16,29 +16,14 @@ DOMINANCE_DB = 6.0
 
 
 def load_channels(path: str | Path) -> np.ndarray:
-    """``(channels, samples)`` float32 at 16 kHz: 1 row for mono, 2 for stereo (more are mixed to 2)."""
-    import av
+    """``(channels, samples)`` float32 at 16 kHz: 1 row for mono, 2 for stereo (more are mixed to 2).
 
+    Decoded by :func:`whisperops.audio.load_audio`, with its checks on what is opened.
+    """
     from whisperops.audio import load_audio
-    from whisperops.errors import AudioError
 
-    try:
-        with av.open(str(path)) as container:
-            stream = next(iter(container.streams.audio), None)
-            channels = stream.codec_context.channels if stream is not None else 1
-    except (av.error.FFmpegError, OSError) as err:
-        raise AudioError(f"{path}: cannot read audio ({err})") from err
-    if channels < 2:
-        return load_audio(path)[None, :]
-    resampler = av.audio.resampler.AudioResampler(format="fltp", layout="stereo", rate=SR)
-    blocks: list[np.ndarray] = []
-    with av.open(str(path)) as container:
-        for frame in container.decode(audio=0):
-            for out in resampler.resample(frame):
-                blocks.append(out.to_ndarray())
-        for out in resampler.resample(None):
-            blocks.append(out.to_ndarray())
-    return np.concatenate(blocks, axis=1).astype(np.float32) if blocks else np.zeros((2, 0), np.float32)
+    channels = load_audio(path, SR, mono=False)
+    return channels[None, :] if channels.ndim == 1 else channels
 
 
 def _levels_db(channels: np.ndarray) -> np.ndarray:
