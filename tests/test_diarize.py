@@ -68,6 +68,9 @@ def test_cli_rejects_zero_speakers_before_decoding(jfk, tmp_path):
     assert out.returncode == 2, out.stderr
     assert "--num-speakers 0: must be at least 1" in out.stderr
     assert not list(tmp_path.iterdir())
+    # The flow does not diarize yet: it says so instead of ignoring the option.
+    out = run_cli("transcribe", str(jfk), "--diarize", "-o", str(tmp_path))
+    assert out.returncode == 2 and "add --in-process" in out.stderr, out.stderr
 
 
 def test_der_counts_confusion_miss_and_false_alarm():
