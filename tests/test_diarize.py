@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -68,9 +70,8 @@ def test_cli_rejects_zero_speakers_before_decoding(jfk, tmp_path):
     assert out.returncode == 2, out.stderr
     assert "--num-speakers 0: must be at least 1" in out.stderr
     assert not list(tmp_path.iterdir())
-    # The flow does not diarize yet: it says so instead of ignoring the option.
-    out = run_cli("transcribe", str(jfk), "--diarize", "-o", str(tmp_path))
-    assert out.returncode == 2 and "add --in-process" in out.stderr, out.stderr
+    out = run_cli("transcribe", str(jfk), "--min-speakers", "2", "-o", str(tmp_path))
+    assert out.returncode == 2 and "add --diarize" in out.stderr, out.stderr
 
 
 def test_der_counts_confusion_miss_and_false_alarm():
@@ -182,3 +183,27 @@ def test_transcribe_with_diarize_writes_speakers_everywhere(engine, conversation
     plain = replace(t, speakers=None, segments=[replace(s, speaker=None) for s in t.segments])
     assert not WRITERS["vtt"]().render(plain).count("<v ")
     assert WRITERS["tsv"]().render(plain).startswith("start\tend\ttext\n")
+
+
+def test_flow_run_carries_speakers_in_results(conversation, tmp_path):
+    """`whisperops transcribe --diarize` through the Metaflow flow: outputs and ``results`` name the speakers."""
+    from test_cli import run_cli
+
+    out = run_cli("transcribe", str(conversation["mono"]), "--diarize", "--workers", "1", "-o", str(tmp_path / "out"))
+    assert out.returncode == 0, out.stderr[-2000:]
+    data = json.loads((tmp_path / "out" / "two.json").read_text())
+    assert [s["speaker"] for s in data["speakers"]] == ["A", "B"]
+    assert {s["speaker"] for s in data["segments"]} == {"A", "B"}
+    assert (tmp_path / "out" / "two.txt").read_text().startswith(("A: ", "B: "))
+    run_id = next(line.split()[-1] for line in out.stdout.splitlines() if line.startswith("run id:"))
+    # Read as a user would, through Metaflow's Client API in a fresh process.
+    read = (
+        "import json, whisperops.flows\n"
+        "from metaflow import Run, namespace\n"
+        "namespace(None)\n"
+        f"print(json.dumps(Run({run_id!r}).data.results['speakers'].tolist()))\n"
+    )
+    got = subprocess.run([sys.executable, "-c", read], capture_output=True, text=True, timeout=300)
+    assert got.returncode == 0, got.stderr[-2000:]
+    (speakers,) = json.loads(got.stdout.strip().splitlines()[-1])
+    assert speakers.startswith("A ") and ", B " in speakers

@@ -76,7 +76,7 @@ def transcribe_cmd(
         initial_prompt=initial_prompt,
         hotwords=hotwords,
     )
-    speakers = _diarize_settings(diarize, num_speakers, min_speakers, max_speakers, channels, in_process)
+    speakers = _diarize_settings(diarize, num_speakers, min_speakers, max_speakers, channels)
     checks.check_run(model, device, compute_type, threads, options.language, options.task)
     checks.check_output_dir(output_dir)
     if in_process:
@@ -105,6 +105,7 @@ def transcribe_cmd(
                 "use_cache": cache,
                 "shard_size": shard_size,
                 "title": title,
+                **_diarize_params(speakers),
             },
         )
     print_summary(results, output_dir)
@@ -112,21 +113,26 @@ def transcribe_cmd(
         raise typer.Exit(EXIT_SOME_FAILED)
 
 
-def _diarize_settings(
-    diarize, num_speakers, min_speakers, max_speakers, channels, in_process
-) -> DiarizeSettings | None:
+def _diarize_settings(diarize, num_speakers, min_speakers, max_speakers, channels) -> DiarizeSettings | None:
     """The diarization settings, checked (and the engine's weights found) before any audio is decoded."""
     settings = DiarizeSettings(diarize, num_speakers, min_speakers, max_speakers, channels)
     if not diarize:
         if num_speakers or min_speakers or max_speakers:
             raise OptionError("--num-speakers/--min-speakers/--max-speakers: add --diarize to use them")
         return None
-    if not in_process:
-        raise OptionError("--diarize: the Metaflow flow does not diarize yet; add --in-process")
     from whisperops.diarize.voice import weights_path
 
     weights_path()
     return settings
+
+
+def _diarize_params(settings: DiarizeSettings | None) -> dict:
+    """The flow's diarization parameters; counts left out are estimated."""
+    if settings is None:
+        return {}
+    counts = {"num_speakers": settings.num_speakers, "min_speakers": settings.min_speakers}
+    counts["max_speakers"] = settings.max_speakers
+    return {"diarize": True, "channels": settings.channels, **{k: v for k, v in counts.items() if v is not None}}
 
 
 def _transcribe_here(sources, model, output_dir, fmt_list, options, device, compute_type, threads, cache, speakers):

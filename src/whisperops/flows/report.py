@@ -32,6 +32,7 @@ RESULT_COLUMNS = [
     "status",
     "error",
     "warnings",
+    "speakers",
     "wall_s",
 ]
 
@@ -74,6 +75,8 @@ def results_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
                 "error": row.get("error") or "",
                 # Damaged packets skipped, a truncated file, ...: the item is kept but said to be incomplete.
                 "warnings": "; ".join(t.get("warnings") or []),
+                # Diarized runs: "A 12.3s, B 8.1s" (talk time per speaker); empty otherwise.
+                "speakers": ", ".join(f"{s['speaker']} {s['talk_time_s']:.1f}s" for s in t.get("speakers") or []),
                 "wall_s": float(row.get("wall_s") or 0.0),
             }
         )

@@ -29,6 +29,9 @@ import os
 
 from metaflow import Config, FlowSpec, Parameter, card, config_expr, current, schedule, step
 
+from whisperops.diarize import DiarizeSettings
+from whisperops.flows import parameter
+
 CRASH_ENV = "WHISPEROPS_TEST_CRASH_SHARD"
 SOURCES_ENV = "WHISPEROPS_SOURCES"
 
@@ -84,6 +87,11 @@ class TranscriptionFlow(FlowSpec):
     )
     title = Parameter("title", default="Transcription run", help="Title shown on the card.")
     min_count = Parameter("min-count", type=int, default=2, help="Word map: only words said at least this often.")
+    diarize = parameter(DiarizeSettings, "diarize", "diarize", type=bool)
+    num_speakers = parameter(DiarizeSettings, "num_speakers", "num-speakers")
+    min_speakers = parameter(DiarizeSettings, "min_speakers", "min-speakers")
+    max_speakers = parameter(DiarizeSettings, "max_speakers", "max-speakers")
+    channels = parameter(DiarizeSettings, "channels", "channels")
 
     @step
     def start(self):
@@ -120,7 +128,9 @@ class TranscriptionFlow(FlowSpec):
         )
         if self.output_dir:
             checks.check_output_dir(Path(self.output_dir))
-        cache = TranscriptCache() if self.use_cache else None
+        self.diarize_settings = diarize_settings(self)
+        # A diarized item is labelled in its transcribe task, cached transcript or not.
+        cache = TranscriptCache() if self.use_cache and not self.diarize_settings else None
 
         items = resolve(self.source_list)
         self.order = [item.name for item in items]
@@ -179,6 +189,7 @@ class TranscriptionFlow(FlowSpec):
                 formats=self.format_list,
                 cache=TranscriptCache() if self.use_cache else None,
                 progress=_PrintProgress(),
+                diarize=DiarizeSettings(**self.diarize_settings) if self.diarize_settings else None,
             )
             self.item_results = [r.to_dict() for r in results]
         self.task_s = time.perf_counter() - t0
@@ -275,6 +286,23 @@ def _run_started(started_at: float) -> float:
         return created.timestamp() if hasattr(created, "timestamp") else started_at
     except Exception:  # no metadata to ask: the original start is the best known
         return started_at
+
+
+def diarize_settings(flow) -> dict | None:
+    """The run's :class:`DiarizeSettings` as a dict (checked here, in start), or None when not diarizing."""
+    import dataclasses
+
+    def count(value) -> int | None:
+        return None if value in ("", None) else int(value)
+
+    settings = DiarizeSettings(
+        diarize=bool(flow.diarize),
+        num_speakers=count(flow.num_speakers),
+        min_speakers=count(flow.min_speakers),
+        max_speakers=count(flow.max_speakers),
+        channels=flow.channels,
+    )
+    return dataclasses.asdict(settings) if settings.diarize else None
 
 
 def parse_sources(value: str) -> list[str]:
