@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 
@@ -207,3 +208,8 @@ def test_flow_run_carries_speakers_in_results(conversation, tmp_path):
     assert got.returncode == 0, got.stderr[-2000:]
     (speakers,) = json.loads(got.stdout.strip().splitlines()[-1])
     assert speakers.startswith("A ") and ", B " in speakers
+    from conftest import read_flow_run
+    from whisperops.flows import runtime_cwd
+
+    _, card = read_flow_run("TranscriptionFlow", "postprocess", "report", [], runtime_cwd(), dict(os.environ))
+    assert "Talk time per speaker" in card and speakers in card

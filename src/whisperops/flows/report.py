@@ -280,6 +280,11 @@ def render_card(
     if len(warned):
         lines = [f"- {md_literal(n)}: {md_literal(w)}" for n, w in zip(warned["name"], warned["warnings"], strict=True)]
         card.append(Markdown("## Warnings\n\n" + "\n".join(lines)))
+    speaking = df[df["speakers"] != ""] if "speakers" in df else df.iloc[:0]
+    if len(speaking):
+        talk = zip(speaking["name"], speaking["speakers"], strict=True)
+        lines = [f"- {md_literal(n)}: {md_literal(s)}" for n, s in talk]
+        card.append(Markdown("## Talk time per speaker\n\n" + "\n".join(lines)))
     table = df[
         ["name", "title", "duration", "language", "segments", "words", "speed", "status", "error", "warnings", "text"]
     ].copy()
