@@ -213,3 +213,13 @@ def test_flow_run_carries_speakers_in_results(conversation, tmp_path):
 
     _, card = read_flow_run("TranscriptionFlow", "postprocess", "report", [], runtime_cwd(), dict(os.environ))
     assert "Talk time per speaker" in card and speakers in card
+
+
+def test_a_failed_diarization_keeps_the_transcript(tmp_path):
+    from whisperops.diarize import diarize_transcript
+
+    t = Transcript("gone.wav", " Hi.", [Segment(0, 0.0, 1.0, " Hi.")], "en", 1.0, 1.0)
+    out = diarize_transcript(t, tmp_path / "gone.wav", DiarizeSettings(diarize=True))
+    assert out.text == " Hi." and out.speakers is None
+    (warning,) = out.warnings
+    assert warning.startswith("diarization failed: ") and "gone.wav" in warning

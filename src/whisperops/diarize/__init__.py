@@ -123,13 +123,23 @@ def diarize_file(path: str | Path, settings: DiarizeSettings | None = None) -> l
 def diarize_transcript(
     transcript: Transcript, path: str | Path, settings: DiarizeSettings, *, keep_words: bool = True
 ) -> Transcript:
-    """``transcript`` of the file at ``path`` with speakers on its words and segments (timed in ``timings``)."""
+    """``transcript`` of the file at ``path`` with speakers on its words and segments (timed in ``timings``).
+
+    A diarization that fails keeps the transcript, unlabelled, with the reason in ``warnings``: the
+    words were already paid for.
+    """
+    import dataclasses
+    import logging
     import time
 
     from whisperops.diarize.labels import label_transcript
 
     start = time.perf_counter()
-    turns = diarize_file(path, settings)
+    try:
+        turns = diarize_file(path, settings)
+    except Exception as err:  # the transcript must survive a diarizer that cannot cope with this audio
+        logging.getLogger(__name__).warning("diarization failed on %s: %s", path, err)
+        return dataclasses.replace(transcript, warnings=[*transcript.warnings, f"diarization failed: {err}"])
     labelled = label_transcript(transcript, turns, keep_words=keep_words)
     labelled.timings["diarize_s"] = round(time.perf_counter() - start, 4)
     return labelled
