@@ -223,3 +223,29 @@ def test_a_failed_diarization_keeps_the_transcript(tmp_path):
     assert out.text == " Hi." and out.speakers is None
     (warning,) = out.warnings
     assert warning.startswith("diarization failed: ") and "gone.wav" in warning
+
+
+def test_server_answers_diarized_json_in_openais_shape(conversation):
+    """A real server on 127.0.0.1 and OpenAI's own client, which parses the body into its ``TranscriptionDiarized``."""
+    import httpx
+    from openai.types.audio import TranscriptionDiarized
+
+    from test_serve import KEY, client, settings, uvicorn_server
+
+    with uvicorn_server(settings(api_key=KEY)) as base:
+        with open(conversation["mono"], "rb") as f:
+            got = client(base).audio.transcriptions.create(model="whisper-1", file=f, response_format="diarized_json")
+        assert isinstance(got, TranscriptionDiarized), type(got)
+        assert got.task == "transcribe" and got.usage.type == "duration" and got.text.strip()
+        assert {s.speaker for s in got.segments} == {"A", "B"}
+        assert all(s.type == "transcript.text.segment" and s.id.startswith("seg_") for s in got.segments)
+        assert got.segments[0].speaker == "A" and got.segments[0].start < got.segments[0].end
+        with open(conversation["mono"], "rb") as f:
+            bad = httpx.post(
+                f"{base}/v1/audio/translations",
+                headers={"Authorization": f"Bearer {KEY}"},
+                files={"file": ("two.wav", f)},
+                data={"model": "whisper-1", "response_format": "diarized_json"},
+                timeout=60,
+            )
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "response_format", bad.text

@@ -82,4 +82,16 @@ def transcribe(
     return transcript, tokenize
 
 
-__all__ = ["check_duration", "limited_blocks", "transcribe"]
+def transcribe_diarized(
+    state: ServerState, name: str, path: Path, filename: str, options: DecodeOptions, cancel: threading.Event
+) -> tuple[Transcript, Callable[[str], list[int]] | None]:
+    """:func:`transcribe`, then speakers on its segments (``response_format=diarized_json``)."""
+    from whisperops.diarize import DiarizeSettings, diarize_transcript
+
+    transcript, tokenize = transcribe(state, name, path, filename, options, cancel)
+    if cancel.is_set():
+        raise Cancelled(filename)
+    return diarize_transcript(transcript, path, DiarizeSettings(diarize=True), keep_words=False), tokenize
+
+
+__all__ = ["check_duration", "limited_blocks", "transcribe", "transcribe_diarized"]

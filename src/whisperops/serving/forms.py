@@ -96,7 +96,7 @@ FIELDS: dict[str, FormField] = {
         "language", _language, "ISO-639-1 code (or English name) of the speech; empty to detect.", ("transcribe",)
     ),
     "prompt": FormField("prompt", str, "Text to prime the decoder (initial prompt)."),
-    "response_format": FormField("response_format", _format, "json, text, srt, vtt or verbose_json."),
+    "response_format": FormField("response_format", _format, "json, text, srt, vtt, verbose_json or diarized_json."),
     "temperature": FormField(
         "temperature", _temperature, "0: fall back from 0 to 1 as openai/whisper; >0: fixed.", schema={"type": "number"}
     ),
@@ -150,6 +150,8 @@ class AudioForm:
         grans = list(dict.fromkeys(self.timestamp_granularities))
         if grans and self.response_format != "verbose_json":
             raise invalid("timestamp_granularities[]", "needs response_format=verbose_json (as in OpenAI's API)")
+        if self.response_format == "diarized_json" and self.task == "translate":
+            raise invalid("response_format", "diarized_json is for transcriptions only (as in OpenAI's API)")
         if state.pool.multilingual(name) is False:
             if self.task == "translate":
                 raise invalid("model", f"{self.model!r} ({name}) is English-only; translation needs a multilingual one")
@@ -162,7 +164,8 @@ class AudioForm:
                 task=self.task,
                 beam_size=settings.beam_size,
                 vad_filter=settings.vad_filter,
-                word_timestamps="word" in grans,
+                # Diarization labels words, then splits segments where the speaker changes.
+                word_timestamps="word" in grans or self.response_format == "diarized_json",
                 initial_prompt=self.prompt or None,
                 temperature=TEMPERATURES if self.temperature <= 0 else (self.temperature,),
             )

@@ -15,11 +15,12 @@ from whisperops.languages import ALIASES, LANGUAGES
 from whisperops.results import Transcript
 from whisperops.writers import WRITERS
 
-RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json")
+RESPONSE_FORMATS = ("json", "text", "srt", "vtt", "verbose_json", "diarized_json")
 GRANULARITIES = ("segment", "word")
 MEDIA_TYPES = {
     "json": "application/json",
     "verbose_json": "application/json",
+    "diarized_json": "application/json",
     "text": "text/plain; charset=utf-8",
     "srt": "application/x-subrip; charset=utf-8",
     "vtt": "text/vtt; charset=utf-8",
@@ -55,6 +56,28 @@ def usage(t: Transcript) -> dict[str, Any]:
     return {"type": "duration", "seconds": math.ceil(t.duration)}
 
 
+def diarized(t: Transcript) -> dict[str, Any]:
+    """OpenAI's ``diarized_json`` (``TranscriptionDiarized``): one segment per speaker turn, labelled A, B, ..."""
+    return {
+        "task": "transcribe",
+        "duration": t.duration,
+        "text": t.text,
+        "segments": [
+            {
+                "type": "transcript.text.segment",
+                "id": f"seg_{s.id}",
+                "start": s.start,
+                "end": s.end,
+                "text": s.text,
+                "speaker": s.speaker or "A",
+            }
+            for s in t.segments
+            if s.text.strip()
+        ],
+        "usage": usage(t),
+    }
+
+
 def render(
     t: Transcript,
     fmt: str,
@@ -70,6 +93,8 @@ def render(
         return WRITERS["txt"]().render(t)
     if fmt in ("srt", "vtt"):
         return WRITERS[fmt]().render(t)
+    if fmt == "diarized_json":
+        return diarized(t)
     body: dict[str, Any] = {
         "task": task,
         # A translation's text is English, and OpenAI's type says so; the source language is in the logs.

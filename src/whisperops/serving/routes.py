@@ -105,8 +105,9 @@ async def transcribe_upload(request: Request, state: ServerState, task: str) -> 
         path = form.path
         try:
             await run_in_threadpool(decoding.check_duration, path, form.filename, settings.max_audio_s)
+            run = decoding.transcribe_diarized if form.response_format == "diarized_json" else decoding.transcribe
             transcript, tokenize = await state.limiter.run(
-                lambda cancel: decoding.transcribe(state, name, path, form.filename, options, cancel),
+                lambda cancel: run(state, name, path, form.filename, options, cancel),
                 ticket,
                 settings.request_timeout_s,
             )
