@@ -225,7 +225,16 @@ def test_a_failed_diarization_keeps_the_transcript(tmp_path):
     assert warning.startswith("diarization failed: ") and "gone.wav" in warning
 
 
-def test_server_answers_diarized_json_in_openais_shape(conversation):
+def _data_url(samples: np.ndarray) -> str:
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    sf.write(buf, samples, SR, format="WAV")
+    return "data:audio/wav;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def test_server_answers_diarized_json_in_openais_shape(conversation, shared_speech):
     """A real server on 127.0.0.1 and OpenAI's own client, which parses the body into its ``TranscriptionDiarized``."""
     import httpx
     from openai.types.audio import TranscriptionDiarized
@@ -249,3 +258,40 @@ def test_server_answers_diarized_json_in_openais_shape(conversation):
                 timeout=60,
             )
         assert bad.status_code == 400 and bad.json()["error"]["param"] == "response_format", bad.text
+
+        # A known speaker's clip (LJ Speech, not a clip of the conversation) names that cluster.
+        from whisperops.audio import load_audio
+
+        lj = load_audio(shared_speech / "ljspeech/LJ001-0020.wav")
+        known = client(base).audio.transcriptions.create(
+            model="whisper-1",
+            file=conversation["mono"].open("rb"),
+            response_format="diarized_json",
+            known_speaker_names=["Linda"],
+            known_speaker_references=[_data_url(lj[: 6 * SR])],
+        )
+        by_speaker = {s.speaker for s in known.segments}
+        assert by_speaker == {"Linda", "B"}, by_speaker
+
+        def post(**data):
+            with open(conversation["mono"], "rb") as f:
+                return httpx.post(
+                    f"{base}/v1/audio/transcriptions",
+                    headers={"Authorization": f"Bearer {KEY}"},
+                    files={"file": ("two.wav", f)},
+                    data={"model": "whisper-1", "response_format": "diarized_json", **data},
+                    timeout=60,
+                )
+
+        for refs, needle in (
+            ([_data_url(lj[:SR])], "1.0 s; send a clip of 2 to 10 s"),
+            ([_data_url(np.tile(lj, 3)[: 12 * SR])], "12.0 s; send a clip of 2 to 10 s"),
+            (["data:audio/wav;base64," + __import__("base64").b64encode(b"RIFF junk" * 50).decode()], "not decodable"),
+            (["https://example.com/a.wav"], "not a base64 data URL"),
+        ):
+            r = post(**{"known_speaker_names[]": ["Linda"], "known_speaker_references[]": refs})
+            assert r.status_code == 400, (needle, r.text[:200])
+            error = r.json()["error"]
+            assert error["param"] == "known_speaker_references[]" and needle in error["message"], error
+        r = post(**{"known_speaker_names[]": ["Linda", "Bob"], "known_speaker_references[]": [_data_url(lj[: 3 * SR])]})
+        assert r.status_code == 400 and r.json()["error"]["param"] == "known_speaker_references[]", r.text

@@ -120,8 +120,50 @@ def diarize_file(path: str | Path, settings: DiarizeSettings | None = None) -> l
     )
 
 
+# Cosine similarity above which a cluster is taken to be a known speaker's voice.
+KNOWN_SPEAKER_SIMILARITY = 0.75
+
+
+def name_speakers(
+    turns: list[Turn], audio: np.ndarray, references: dict[str, np.ndarray], engine: str = "resemblyzer"
+) -> list[Turn]:
+    """Turns with each cluster that sounds like a reference clip renamed after it (one name per cluster).
+
+    Args:
+        turns: The diarizer's turns for ``audio`` (16 kHz mono).
+        references: Speaker name -> 16 kHz mono clip of that speaker alone.
+    """
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+
+    if not turns or not references:
+        return turns
+    diarizer = get_diarizer(engine)
+    labels = list(dict.fromkeys(t.speaker for t in turns))
+    voices = np.stack(
+        [
+            diarizer.voiceprint(
+                np.concatenate([audio[int(t.start * 16000) : int(t.end * 16000)] for t in turns if t.speaker == lab])
+            )
+            for lab in labels
+        ]
+    )
+    names = list(references)
+    prints = np.stack([diarizer.voiceprint(references[n]) for n in names])
+    similarity = voices @ prints.T
+    rows, cols = linear_sum_assignment(-similarity)
+    pairs = zip(rows, cols, strict=True)
+    rename = {labels[r]: names[c] for r, c in pairs if similarity[r, c] >= KNOWN_SPEAKER_SIMILARITY}
+    return [Turn(t.start, t.end, rename.get(t.speaker, t.speaker)) for t in turns]
+
+
 def diarize_transcript(
-    transcript: Transcript, path: str | Path, settings: DiarizeSettings, *, keep_words: bool = True
+    transcript: Transcript,
+    path: str | Path,
+    settings: DiarizeSettings,
+    *,
+    keep_words: bool = True,
+    references: dict[str, np.ndarray] | None = None,
 ) -> Transcript:
     """``transcript`` of the file at ``path`` with speakers on its words and segments (timed in ``timings``).
 
@@ -137,6 +179,10 @@ def diarize_transcript(
     start = time.perf_counter()
     try:
         turns = diarize_file(path, settings)
+        if references:
+            from whisperops.diarize.stereo import load_channels
+
+            turns = name_speakers(turns, load_channels(path).mean(axis=0), references, settings.engine)
     except Exception as err:  # the transcript must survive a diarizer that cannot cope with this audio
         logging.getLogger(__name__).warning("diarization failed on %s: %s", path, err)
         return dataclasses.replace(transcript, warnings=[*transcript.warnings, f"diarization failed: {err}"])
@@ -153,4 +199,5 @@ __all__ = [
     "diarize_file",
     "diarize_transcript",
     "get_diarizer",
+    "name_speakers",
 ]

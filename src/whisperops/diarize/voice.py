@@ -92,6 +92,15 @@ class VoiceEncoderDiarizer:
             torch.set_num_threads(threads)
         return np.concatenate(out) if out else np.zeros((0, 256), np.float32)
 
+    def voiceprint(self, audio: np.ndarray) -> np.ndarray:
+        """One L2-normalised embedding for a stretch of one voice: the mean of its windows'."""
+        mel = self.mel(np.asarray(audio, dtype=np.float32))
+        if mel.shape[0] < WINDOW_FRAMES:
+            mel = np.pad(mel, ((0, WINDOW_FRAMES - mel.shape[0]), (0, 0)))
+        starts = range(0, mel.shape[0] - WINDOW_FRAMES + 1, STEP_FRAMES)
+        mean = self.embed(np.stack([mel[s : s + WINDOW_FRAMES] for s in starts])).mean(axis=0)
+        return mean / (np.linalg.norm(mean) + 1e-9)
+
     def diarize(
         self,
         audio: np.ndarray,

@@ -83,15 +83,25 @@ def transcribe(
 
 
 def transcribe_diarized(
-    state: ServerState, name: str, path: Path, filename: str, options: DecodeOptions, cancel: threading.Event
+    state: ServerState,
+    name: str,
+    path: Path,
+    filename: str,
+    options: DecodeOptions,
+    cancel: threading.Event,
+    references: dict[str, np.ndarray] | None = None,
 ) -> tuple[Transcript, Callable[[str], list[int]] | None]:
-    """:func:`transcribe`, then speakers on its segments (``response_format=diarized_json``)."""
+    """:func:`transcribe`, then speakers on its segments (``response_format=diarized_json``).
+
+    ``references`` (name -> clip) rename the clusters that sound like a known speaker.
+    """
     from whisperops.diarize import DiarizeSettings, diarize_transcript
 
     transcript, tokenize = transcribe(state, name, path, filename, options, cancel)
     if cancel.is_set():
         raise Cancelled(filename)
-    return diarize_transcript(transcript, path, DiarizeSettings(diarize=True), keep_words=False), tokenize
+    settings = DiarizeSettings(diarize=True)
+    return diarize_transcript(transcript, path, settings, keep_words=False, references=references), tokenize
 
 
 __all__ = ["check_duration", "limited_blocks", "transcribe", "transcribe_diarized"]

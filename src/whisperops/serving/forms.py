@@ -32,6 +32,10 @@ if TYPE_CHECKING:
 # Limits on the form's shape. Fixed, not settings: OpenAI's form has a dozen fields of a few words.
 MAX_PARTS = 64
 MAX_FIELD_BYTES = 64 * 1024
+# known_speaker_references[] carry audio: a 10 s clip as a base64 data URL.
+MAX_REFERENCE_BYTES = 2 * 1024 * 1024
+MAX_KNOWN_SPEAKERS = 4  # as OpenAI's API
+REFERENCE_S = (2.0, 10.0)
 MAX_FILENAME_BYTES = 255  # what file systems allow for one name
 TEMPERATURES = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
 ROUTES = {"transcribe": "transcriptions", "translate": "translations"}
@@ -100,6 +104,22 @@ FIELDS: dict[str, FormField] = {
     "temperature": FormField(
         "temperature", _temperature, "0: fall back from 0 to 1 as openai/whisper; >0: fixed.", schema={"type": "number"}
     ),
+    "known_speaker_names[]": FormField(
+        "known_speaker_names",
+        _text,
+        "diarized_json: up to 4 names for the speakers in known_speaker_references[], in the same order.",
+        ("transcribe",),
+        repeated=True,
+        schema={"type": "array", "items": {"type": "string"}},
+    ),
+    "known_speaker_references[]": FormField(
+        "known_speaker_references",
+        _text,
+        "diarized_json: a data URL (data:audio/wav;base64,...) of a 2-10 s clip of each known speaker.",
+        ("transcribe",),
+        repeated=True,
+        schema={"type": "array", "items": {"type": "string"}},
+    ),
     "timestamp_granularities[]": FormField(
         "timestamp_granularities",
         _granularity,
@@ -125,6 +145,8 @@ class AudioForm:
     response_format: str = "json"
     temperature: float = 0.0
     timestamp_granularities: list[str] = field(default_factory=list)
+    known_speaker_names: list[str] = field(default_factory=list)
+    known_speaker_references: list[str] = field(default_factory=list)
 
     def set(self, name: str, raw: str) -> None:
         spec = FIELDS.get(name)
@@ -150,6 +172,7 @@ class AudioForm:
         grans = list(dict.fromkeys(self.timestamp_granularities))
         if grans and self.response_format != "verbose_json":
             raise invalid("timestamp_granularities[]", "needs response_format=verbose_json (as in OpenAI's API)")
+        self.check_known_speakers()
         if self.response_format == "diarized_json" and self.task == "translate":
             raise invalid("response_format", "diarized_json is for transcriptions only (as in OpenAI's API)")
         if state.pool.multilingual(name) is False:
@@ -172,6 +195,63 @@ class AudioForm:
         except OptionError as err:
             raise invalid("model", str(err)) from err
         return name, options
+
+    def check_known_speakers(self) -> None:
+        """The known speakers' shape: names and clips paired, diarized_json only (clips are checked by decoding)."""
+        names, refs = self.known_speaker_names, self.known_speaker_references
+        if not names and not refs:
+            return
+        field_name = "known_speaker_names[]" if names else "known_speaker_references[]"
+        if self.response_format != "diarized_json":
+            raise invalid(field_name, "needs response_format=diarized_json")
+        if len(names) != len(refs):
+            raise invalid(
+                "known_speaker_references[]", f"{len(refs)} clip(s) for {len(names)} name(s); send one clip per name"
+            )
+        if len(names) > MAX_KNOWN_SPEAKERS:
+            raise invalid("known_speaker_names[]", f"{len(names)} names; send at most {MAX_KNOWN_SPEAKERS}")
+        if any(not n for n in names) or len(set(names)) != len(names):
+            raise invalid("known_speaker_names[]", "names must be non-empty and different")
+
+    def reference_clips(self, upload_dir: Path) -> dict[str, Any]:
+        """Name -> 16 kHz mono samples of each known speaker's clip.
+
+        Raises:
+            ApiError: 400 naming ``known_speaker_references[]`` for a clip that is not a base64 data
+                URL, does not decode, or is not 2-10 s long.
+        """
+        import base64
+        import binascii
+
+        from whisperops.audio import load_audio
+        from whisperops.errors import AudioError
+
+        field_name = "known_speaker_references[]"
+        clips: dict[str, Any] = {}
+        for i, (name, url) in enumerate(zip(self.known_speaker_names, self.known_speaker_references, strict=True)):
+            where = f"#{i + 1} ({name})"
+            head, _, payload = url.partition(",")
+            if not head.startswith("data:") or not head.endswith(";base64"):
+                raise invalid(field_name, f"{where}: not a base64 data URL (data:audio/wav;base64,...)")
+            try:
+                raw = base64.b64decode(payload, validate=True)
+            except (binascii.Error, ValueError):
+                raise invalid(field_name, f"{where}: the base64 data does not decode") from None
+            fd, tmp = tempfile.mkstemp(prefix="reference-", dir=upload_dir)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    f.write(raw)
+                samples = load_audio(tmp)
+            except AudioError:
+                raise invalid(field_name, f"{where}: not decodable audio; send a WAV or MP3 clip") from None
+            finally:
+                Path(tmp).unlink(missing_ok=True)
+            seconds = samples.size / 16000
+            low, high = REFERENCE_S
+            if not low <= seconds <= high:
+                raise invalid(field_name, f"{where}: {seconds:.1f} s; send a clip of {low:g} to {high:g} s")
+            clips[name] = samples
+        return clips
 
     @property
     def granularities(self) -> list[str]:
@@ -265,10 +345,9 @@ class _Parser:
             self.form.size += end - start
             return
         self.data += data[start:end]
-        if len(self.data) > MAX_FIELD_BYTES:
-            raise invalid(
-                self.name, f"longer than {MAX_FIELD_BYTES // 1024} KB; send a shorter value", "field_too_large"
-            )
+        limit = MAX_REFERENCE_BYTES if self.name == "known_speaker_references[]" else MAX_FIELD_BYTES
+        if len(self.data) > limit:
+            raise invalid(self.name, f"longer than {limit // 1024} KB; send a shorter value", "field_too_large")
 
     def on_part_end(self) -> None:
         if self.is_file:

@@ -7,6 +7,7 @@ answered here: :mod:`whisperops.serving.errors` turns each into OpenAI's shape.
 
 from __future__ import annotations
 
+import functools
 import secrets
 import time
 from typing import TYPE_CHECKING, Annotated, Any
@@ -105,7 +106,11 @@ async def transcribe_upload(request: Request, state: ServerState, task: str) -> 
         path = form.path
         try:
             await run_in_threadpool(decoding.check_duration, path, form.filename, settings.max_audio_s)
-            run = decoding.transcribe_diarized if form.response_format == "diarized_json" else decoding.transcribe
+            if form.response_format == "diarized_json":
+                clips = await run_in_threadpool(form.reference_clips, path.parent)
+                run = functools.partial(decoding.transcribe_diarized, references=clips)
+            else:
+                run = decoding.transcribe
             transcript, tokenize = await state.limiter.run(
                 lambda cancel: run(state, name, path, form.filename, options, cancel),
                 ticket,
