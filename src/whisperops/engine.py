@@ -323,7 +323,14 @@ def _shifted(seg: Segment, offset: float, index: int) -> Segment:
     words = None
     if seg.words is not None:
         words = [replace(w, start=round(w.start + offset, 3), end=round(w.end + offset, 3)) for w in seg.words]
-    return replace(seg, id=index, start=round(seg.start + offset, 3), end=round(seg.end + offset, 3), words=words)
+    return replace(
+        seg,
+        id=index,
+        start=round(seg.start + offset, 3),
+        end=round(seg.end + offset, 3),
+        words=words,
+        seek=seg.seek + round(offset * 100),
+    )
 
 
 def _is_digital_silence(samples: np.ndarray, peak: float = 1e-4) -> bool:
@@ -346,4 +353,6 @@ def _convert(index: int, s: Any) -> Segment:
         compression_ratio=round(s.compression_ratio, 4),
         temperature=s.temperature,
         words=words,
+        seek=int(s.seek),
+        tokens=list(s.tokens),
     )

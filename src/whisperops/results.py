@@ -58,6 +58,10 @@ class Segment:
     temperature: float | None = 0.0
     words: list[Word] | None = None
     speaker: str | None = None  # set by diarization; every segment then holds one speaker
+    # As faster-whisper's: the decoding window's offset in 10 ms frames, and the decoder's token ids
+    # (timestamp tokens included), which OpenAI's verbose_json reports per segment.
+    seek: int = 0
+    tokens: list[int] | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Segment:

@@ -1,0 +1,119 @@
+"""``stream=true``: OpenAI's server-sent events, one ``transcript.text.delta`` per decoded segment.
+
+The decode runs on a limiter slot like any other request (same queue limit and deadline). Its
+segments cross from the decode thread to the event loop through a queue; the HTTP response starts
+only once the first segment is out, so anything that fails before that (bad audio, a full queue, a
+timeout while waiting) is still an ordinary HTTP error. Later failures become an ``error`` event
+that ends the stream. A client that goes away stops its decode at the next segment, freeing the slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from fastapi.responses import StreamingResponse
+
+from whisperops.results import Segment, Transcript
+from whisperops.serving import openai_format
+from whisperops.serving.pool import Cancelled, Limiter
+
+log = logging.getLogger(__name__)
+
+# What the decode thread is given: the limiter's cancel event and a per-segment callback.
+Decode = Callable[[threading.Event, Callable[[Segment], None]], tuple[Transcript, Any]]
+# Maps an exception to (message, type, code, param) for the error event.
+ErrorShape = Callable[[BaseException], tuple[str, str, str | None, str | None]]
+
+HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # proxies must not buffer events
+
+
+class _Feed:
+    """Segments from the decode thread to the event loop; ``stop`` asks the decode to give up."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.queue: asyncio.Queue[Segment] = asyncio.Queue()
+        self.stop = threading.Event()
+
+    def push(self, segment: Segment) -> None:  # runs on the decode thread
+        if self.stop.is_set():
+            raise Cancelled("client disconnected")
+        self.loop.call_soon_threadsafe(self.queue.put_nowait, segment)
+
+
+async def _next(feed: _Feed, task: asyncio.Future) -> Segment | None:
+    """The next segment, or None once the decode finished (its exception raised here)."""
+    if feed.queue.empty() and not task.done():
+        getter = asyncio.ensure_future(feed.queue.get())
+        done, _ = await asyncio.wait({getter, task}, return_when=asyncio.FIRST_COMPLETED)
+        if getter in done:
+            return getter.result()
+        getter.cancel()
+    # Segments are queued before the decode's result is set, so a finished decode has none in flight.
+    if not feed.queue.empty():
+        return feed.queue.get_nowait()
+    task.result()
+    return None
+
+
+def _retrieve(task: asyncio.Future) -> None:
+    # An abandoned decode ends in Cancelled (or anything else); take the exception so asyncio does not log it.
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+
+async def open_stream(
+    limiter: Limiter,
+    decode: Decode,
+    timeout_s: float,
+    *,
+    with_logprobs: bool,
+    error_shape: ErrorShape,
+    prompt_tokens: Callable[[Any], int] | None = None,
+) -> StreamingResponse:
+    """Start ``decode`` on a slot; return the event stream once its first segment (or its end) is known."""
+    feed = _Feed()
+    task = asyncio.ensure_future(limiter.run(lambda cancel: decode(cancel, feed.push), timeout_s))
+    try:
+        first = await _next(feed, task)
+    except BaseException:
+        feed.stop.set()
+        _retrieve(task)
+        raise
+    events = _events(feed, task, first, with_logprobs, error_shape, prompt_tokens)
+    return StreamingResponse(events, media_type="text/event-stream", headers=HEADERS)
+
+
+async def _events(
+    feed: _Feed,
+    task: asyncio.Future,
+    item: Segment | None,
+    with_logprobs: bool,
+    error_shape: ErrorShape,
+    prompt_tokens: Callable[[Any], int] | None,
+) -> AsyncIterator[bytes]:
+    started = False
+    try:
+        while item is not None:
+            delta = openai_format.delta_text(item, first=not started)
+            if delta:
+                started = True
+                words = (item.words or []) if with_logprobs else None
+                yield openai_format.sse(openai_format.delta_event(delta, words))
+            item = await _next(feed, task)
+        transcript, tokenize = task.result()
+        extra = prompt_tokens(tokenize) if prompt_tokens else 0
+        yield openai_format.sse(openai_format.done_event(transcript, with_logprobs, extra))
+    except Exception as err:
+        message, kind, code, param = error_shape(err)
+        log.warning("stream ended by an error: %s", message)
+        yield openai_format.sse(openai_format.error_event(message, kind, code, param))
+    finally:
+        # Also reached when Starlette cancels us because the client disconnected.
+        feed.stop.set()
+        if not task.done():
+            log.info("client left mid-stream; cancelling its decode")
+        _retrieve(task)
