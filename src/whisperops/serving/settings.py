@@ -67,6 +67,13 @@ class ServeSettings:
     cors_origins: list[str] = setting(
         help="Browser origins allowed to call the API (repeat; none by default, so no CORS).", factory=list
     )
+    realtime_sessions: int = setting(4, help="Realtime (WebSocket) transcription sessions open at once (0: none).")
+    realtime_session_s: float = setting(
+        1800.0, help="Seconds a realtime session may last before it is closed (OpenAI's also end at 30 minutes)."
+    )
+    realtime_message_bytes: int = setting(
+        15 * 1024 * 1024, help="Largest realtime message, in bytes (OpenAI's limit on one input_audio_buffer.append)."
+    )
 
     def __post_init__(self) -> None:
         self.models = [m for m in dict.fromkeys(self.models) if m]
@@ -76,6 +83,8 @@ class ServeSettings:
             ("--slots", self.slots, 1),
             ("--max-queue", self.max_queue, 0),
             ("--beam-size", self.beam_size, 1),
+            ("--realtime-sessions", self.realtime_sessions, 0),
+            ("--realtime-message-bytes", self.realtime_message_bytes, 1024),
         ):
             if value < low:
                 raise OptionError(f"{name} {value}: must be at least {low}")
@@ -84,6 +93,7 @@ class ServeSettings:
             ("--max-audio-s", self.max_audio_s),
             ("--timeout", self.request_timeout_s),
             ("--body-timeout", self.body_timeout_s),
+            ("--realtime-session-s", self.realtime_session_s),
         ):
             if value <= 0:
                 raise OptionError(f"{name} {value:g}: must be more than 0")
