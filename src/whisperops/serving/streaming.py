@@ -41,6 +41,7 @@ class _Feed:
 
     def push(self, segment: Segment) -> None:  # runs on the decode thread
         if self.stop.is_set():
+            log.info("stream closed: decode stopped at %.1f s of audio", segment.end)
             raise Cancelled("client disconnected")
         self.loop.call_soon_threadsafe(self.queue.put_nowait, segment)
 
@@ -66,6 +67,7 @@ def _retrieve(task: asyncio.Future) -> None:
 
 
 async def open_stream(
+    receive: Callable[[], Any],
     limiter: Limiter,
     decode: Decode,
     timeout_s: float,
@@ -83,11 +85,21 @@ async def open_stream(
         feed.stop.set()
         _retrieve(task)
         raise
-    events = _events(feed, task, first, with_logprobs, error_shape, prompt_tokens)
+    events = _events(receive, feed, task, first, with_logprobs, error_shape, prompt_tokens)
     return StreamingResponse(events, media_type="text/event-stream", headers=HEADERS)
 
 
+async def _watch(receive: Callable[[], Any], feed: _Feed) -> None:
+    # Starlette notices a client gone only when a send fails (ASGI 2.4), which may be windows later.
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            feed.stop.set()
+            return
+
+
 async def _events(
+    receive: Callable[[], Any],
     feed: _Feed,
     task: asyncio.Future,
     item: Segment | None,
@@ -96,6 +108,7 @@ async def _events(
     prompt_tokens: Callable[[Any], int] | None,
 ) -> AsyncIterator[bytes]:
     started = False
+    watch = asyncio.ensure_future(_watch(receive, feed))
     try:
         while item is not None:
             delta = openai_format.delta_text(item, first=not started)
@@ -108,12 +121,14 @@ async def _events(
         extra = prompt_tokens(tokenize) if prompt_tokens else 0
         yield openai_format.sse(openai_format.done_event(transcript, with_logprobs, extra))
     except Exception as err:
+        if feed.stop.is_set():
+            return  # the client left; nobody is there to tell
         message, kind, code, param = error_shape(err)
         log.warning("stream ended by an error: %s", message)
         yield openai_format.sse(openai_format.error_event(message, kind, code, param))
     finally:
-        # Also reached when Starlette cancels us because the client disconnected.
-        feed.stop.set()
+        watch.cancel()
         if not task.done():
             log.info("client left mid-stream; cancelling its decode")
+        feed.stop.set()
         _retrieve(task)
