@@ -35,10 +35,10 @@ from whisperops.engine import DecodeOptions
 from whisperops.errors import ModelNotFoundError, WhisperOpsError
 from whisperops.serving import openai_format
 from whisperops.serving.pool import QueueFull, RequestTimeout
+from whisperops.serving.realtime_client import IN_RATE
 
 log = logging.getLogger(__name__)
 
-IN_RATE = 24000  # OpenAI's pcm16 / audio/pcm rate
 RATE = 16000  # Whisper's
 VAD_FRAME = 512  # Silero's frame at 16 kHz (32 ms)
 VAD_CONTEXT = 64
@@ -47,6 +47,7 @@ PARTIAL_MAX_S = 30.0  # past one Whisper window, partial decodes cost more than 
 MIN_COMMIT_MS = 100  # OpenAI refuses to commit less audio than this
 SPECULATE_AFTER_MS = 200  # silence after which a turn's final decode starts before the turn is over
 INCLUDE_LOGPROBS = "item.input_audio_transcription.logprobs"
+CONTEXT_WORDS = 60  # of earlier turns, to prime each decode as offline decoding primes each window
 
 
 class SessionError(WhisperOpsError):
@@ -251,6 +252,7 @@ class Session:
         self.silence_from_ms: int | None = None
         self.turn: Turn | None = None  # being spoken
         self.previous_item: str | None = None
+        self.context: list[str] = []  # words of the turns completed so far
         self.tasks: set[asyncio.Task] = set()
 
     # -- sending -------------------------------------------------------------------------------
@@ -417,7 +419,7 @@ class Session:
             beam_size=self.settings.beam_size if final else 1,
             vad_filter=False,  # turns are speech already; the VAD cut them
             word_timestamps=final and self.config.logprobs,
-            initial_prompt=self.config.prompt,
+            initial_prompt=" ".join([*([self.config.prompt] if self.config.prompt else []), *self.context]) or None,
             temperature=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0) if final else (0.0,),
         )
 
@@ -525,6 +527,7 @@ class Session:
             )
             return
         words = transcript.text.split()
+        self.context = (self.context + words)[-CONTEXT_WORDS:]
         if agreed_prefix(turn.emitted, words) == len(turn.emitted) and len(words) > len(turn.emitted):
             logprobs = openai_format.logprobs(transcript.words[len(turn.emitted) :]) if self.config.logprobs else None
             await self._delta(turn, words[len(turn.emitted) :], logprobs)

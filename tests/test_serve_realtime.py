@@ -1,0 +1,192 @@
+"""``GET /v1/realtime?intent=transcription`` with a real WebSocket client (``websockets``) on 127.0.0.1.
+
+Shared clips are played into the server at real-time pace, as a microphone would, and every event the
+server sends is validated against the official client's Realtime types. The limits get a server of
+their own, tuned to hit each one quickly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import websockets
+from openai.types.realtime import (
+    ConversationItemInputAudioTranscriptionCompletedEvent,
+    ConversationItemInputAudioTranscriptionDeltaEvent,
+    InputAudioBufferClearedEvent,
+    InputAudioBufferCommittedEvent,
+    InputAudioBufferSpeechStartedEvent,
+    InputAudioBufferSpeechStoppedEvent,
+    RealtimeErrorEvent,
+    SessionCreatedEvent,
+    SessionUpdatedEvent,
+)
+
+from test_serve import KEY, settings, uvicorn_server
+from whisperops.audio import load_audio
+from whisperops.evaluation.metrics import wer
+from whisperops.serving.realtime_client import pcm16_24k, replay
+
+pytestmark = pytest.mark.shared_data
+
+TYPES = {
+    "session.created": SessionCreatedEvent,
+    "session.updated": SessionUpdatedEvent,
+    "input_audio_buffer.speech_started": InputAudioBufferSpeechStartedEvent,
+    "input_audio_buffer.speech_stopped": InputAudioBufferSpeechStoppedEvent,
+    "input_audio_buffer.committed": InputAudioBufferCommittedEvent,
+    "input_audio_buffer.cleared": InputAudioBufferClearedEvent,
+    "conversation.item.input_audio_transcription.delta": ConversationItemInputAudioTranscriptionDeltaEvent,
+    "conversation.item.input_audio_transcription.completed": ConversationItemInputAudioTranscriptionCompletedEvent,
+    "error": RealtimeErrorEvent,
+}
+VAD = {"type": "server_vad", "threshold": 0.5, "prefix_padding_ms": 300, "silence_duration_ms": 500}
+
+
+def _session(turn_detection: dict | None = VAD) -> dict:
+    audio_in = {"format": {"type": "audio/pcm", "rate": 24000}, "turn_detection": turn_detection}
+    return {"type": "transcription", "audio": {"input": audio_in}}
+
+
+def _words(text: str) -> list[str]:
+    return re.sub(r"[^\w' ]", "", text.lower()).split()
+
+
+def _validate(events: list[dict]) -> None:
+    for event in events:
+        TYPES[event["type"]].model_validate(event)
+
+
+@pytest.fixture(scope="module")
+def ws_url() -> Iterator[str]:
+    with uvicorn_server(settings(api_key=KEY)) as base:
+        yield base.replace("http://", "ws://") + "/v1/realtime?intent=transcription"
+
+
+@pytest.mark.slow
+def test_server_vad_turns_at_real_time_pace(ws_url: str, shared_manifest: list[dict]) -> None:
+    clip = next(r for r in shared_manifest if r["audio"] == "ljspeech/LJ001-0001.wav")  # 9.7 s, one breath
+    result = asyncio.run(replay(ws_url, load_audio(clip["path"]), api_key=KEY, session=_session()))
+    events = [e for _, e in result.events]
+    _validate(events)
+    assert events[0]["type"] == "session.created" and events[1]["type"] == "session.updated"
+    assert events[1]["session"]["audio"]["input"]["turn_detection"]["silence_duration_ms"] == 500
+    started, stopped = result.of("input_audio_buffer.speech_started"), result.of("input_audio_buffer.speech_stopped")
+    assert started and len(started) == len(stopped) == len(result.of("input_audio_buffer.committed"))
+    assert 200 <= started[0]["audio_start_ms"] <= 700  # 0.5 s of silence lead in, less the prefix padding
+    text = " ".join(result.transcripts())
+    assert wer(clip["text"], text) < 0.15, text
+    for item in {e["item_id"] for e in started}:
+        kinds = [e["type"].rsplit(".", 1)[-1] for e in events if e.get("item_id") == item]
+        assert kinds[0] == "speech_started" and kinds[-1] == "completed", kinds
+        assert kinds.index("speech_stopped") + 1 == kinds.index("committed"), kinds
+        deltas = [e["delta"] for e in events if e.get("item_id") == item and e["type"].endswith(".delta")]
+        done = next(e for e in events if e.get("item_id") == item and e["type"].endswith(".completed"))
+        # Deltas carry the words of partial decodes the final one agrees with; its punctuation may differ.
+        assert deltas and _words("".join(deltas)) == _words(done["transcript"]), (deltas, done["transcript"])
+    # Partial decodes: words show while the turn is still spoken, before its speech_stopped.
+    first_delta = min(t for t, e in result.events if e["type"].endswith(".delta"))
+    first_stop = min(t for t, e in result.events if e["type"].endswith("speech_stopped"))
+    assert first_delta < first_stop, (first_delta, first_stop)
+
+
+def test_manual_commit_and_beta_event_names(ws_url: str, shared_speech: Path) -> None:
+    audio = load_audio(shared_speech / "ljspeech" / "LJ001-0004.wav")
+
+    async def run() -> list[dict]:
+        async with websockets.connect(ws_url, additional_headers={"Authorization": f"Bearer {KEY}"}) as ws:
+            events = [json.loads(await ws.recv())]
+            update = {"input_audio_format": "pcm16", "turn_detection": None}
+            await ws.send(json.dumps({"type": "transcription_session.update", "session": update}))
+            await ws.send(json.dumps({"type": "input_audio_buffer.commit", "event_id": "c0"}))  # nothing yet
+            pcm = pcm16_24k(audio)
+            for i in range(0, len(pcm), 96000):  # 2 s appends, as fast as the socket takes them
+                chunk = base64.b64encode(pcm[i : i + 96000]).decode()
+                await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+            await ws.send(json.dumps({"type": "input_audio_buffer.commit"}))
+            await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": chunk}))
+            await ws.send(json.dumps({"type": "input_audio_buffer.clear"}))
+            while not events[-1]["type"].endswith(".completed"):
+                events.append(json.loads(await asyncio.wait_for(ws.recv(), 60)))
+            return events
+
+    events = asyncio.run(run())
+    kinds = [e["type"] for e in events]
+    assert kinds[:3] == ["session.created", "transcription_session.updated", "error"], kinds
+    assert events[2]["error"]["code"] == "input_audio_buffer_commit_empty" and events[2]["error"]["event_id"] == "c0"
+    assert "input_audio_buffer.speech_started" not in kinds  # no turn detection: the client cuts turns
+    assert "input_audio_buffer.committed" in kinds and "input_audio_buffer.cleared" in kinds
+    _validate([e for e in events if e["type"] != "transcription_session.updated"])
+    assert "immediate predecessors of the true printed book" in events[-1]["transcript"]
+    assert events[-1]["usage"] == {"type": "duration", "seconds": pytest.approx(5.14, abs=0.05)}
+
+
+@pytest.fixture(scope="module")
+def tight_url() -> Iterator[str]:
+    tight = settings(api_key=KEY, realtime_sessions=1, realtime_message_bytes=20_000, realtime_session_s=3.0)
+    with uvicorn_server(tight) as base:
+        yield base.replace("http://", "ws://") + "/v1/realtime?intent=transcription"
+
+
+def test_api_key_and_intent_are_checked_at_the_handshake(tight_url: str) -> None:
+    async def run() -> None:
+        with pytest.raises(websockets.InvalidStatus) as err:
+            async with websockets.connect(tight_url):
+                pass
+        assert err.value.response.status_code == 401 and b"API key" in err.value.response.body
+        with pytest.raises(websockets.InvalidStatus) as err:
+            async with websockets.connect(tight_url.replace("transcription", "conversation")):
+                pass
+        assert err.value.response.status_code in (400, 401)
+        # Browsers cannot send headers: the key may come as a subprotocol, as OpenAI accepts it.
+        protocols = ["realtime", f"openai-insecure-api-key.{KEY}"]
+        async with websockets.connect(tight_url, subprotocols=protocols) as ws:
+            assert json.loads(await ws.recv())["type"] == "session.created"
+            assert ws.subprotocol == "realtime"
+
+    asyncio.run(run())
+
+
+def test_session_limits(tight_url: str) -> None:
+    auth = {"Authorization": f"Bearer {KEY}"}
+
+    async def run() -> None:
+        async with websockets.connect(tight_url, additional_headers=auth) as first:
+            assert json.loads(await first.recv())["type"] == "session.created"
+            async with websockets.connect(tight_url, additional_headers=auth) as second:  # over the count
+                refused = json.loads(await second.recv())
+                assert refused["error"]["code"] == "session_limit_reached", refused
+                with pytest.raises(websockets.ConnectionClosed) as closed:
+                    await second.recv()
+                assert closed.value.rcvd.code == 1013
+            # Bad events get an error naming what is wrong; the session goes on.
+            await first.send(json.dumps({"type": "response.create"}))
+            assert json.loads(await first.recv())["error"]["code"] == "unknown_event"
+            await first.send(json.dumps({"type": "session.update", "session": {"input_audio_format": "g711_ulaw"}}))
+            bad = json.loads(await first.recv())
+            RealtimeErrorEvent.model_validate(bad)
+            assert bad["error"]["param"] == "session.audio.input.format" and "pcm16" in bad["error"]["message"]
+            await first.send("not json")
+            assert json.loads(await first.recv())["error"]["code"] == "invalid_json"
+            # The session ends at its time limit.
+            expired = json.loads(await asyncio.wait_for(first.recv(), 10))
+            assert expired["error"]["code"] == "session_expired", expired
+            with pytest.raises(websockets.ConnectionClosed):
+                await first.recv()
+        async with websockets.connect(tight_url, additional_headers=auth) as ws:  # the slot is free again
+            assert json.loads(await ws.recv())["type"] == "session.created"
+            big = base64.b64encode(b"\0" * 30_000).decode()
+            await ws.send(json.dumps({"type": "input_audio_buffer.append", "audio": big}))
+            too_big = json.loads(await ws.recv())
+            assert too_big["error"]["code"] == "message_too_large" and "20000" in too_big["error"]["message"]
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await ws.recv()
+            assert closed.value.rcvd.code == 1009
+
+    asyncio.run(run())
