@@ -190,3 +190,33 @@ def test_session_limits(tight_url: str) -> None:
             assert closed.value.rcvd.code == 1009
 
     asyncio.run(run())
+
+
+def test_a_decode_cancelled_in_the_queue_frees_its_slot() -> None:
+    """Realtime cancels stale speculative decodes; one cancelled while queued must not keep a slot."""
+    from whisperops.serving.pool import Limiter
+
+    async def run() -> None:
+        limiter = Limiter(slots=1, max_queue=4)
+        release = asyncio.Event()
+        loop = asyncio.get_running_loop()
+
+        async def decode(fn):
+            async with limiter.admit(30) as ticket:
+                return await limiter.run(fn, ticket, 30)
+
+        def hold(_cancel) -> str:
+            asyncio.run_coroutine_threadsafe(release.wait(), loop).result(10)
+            return "first"
+
+        first = asyncio.ensure_future(decode(hold))
+        while limiter.running < 1:
+            await asyncio.sleep(0.01)
+        queued = asyncio.ensure_future(decode(lambda _c: "stale"))
+        await asyncio.sleep(0.05)
+        queued.cancel()
+        release.set()
+        assert await first == "first"
+        assert await asyncio.wait_for(decode(lambda _c: "next"), 5) == "next"  # the slot came back
+
+    asyncio.run(run())

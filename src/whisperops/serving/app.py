@@ -18,7 +18,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from whisperops import __version__
-from whisperops.serving import errors, routes
+from whisperops.serving import errors, realtime, routes
 from whisperops.serving.errors import ApiError
 from whisperops.serving.pool import Limiter, ModelPool
 from whisperops.serving.settings import ServeSettings
@@ -35,6 +35,7 @@ class ServerState:
         self.limiter = Limiter(settings.slots, settings.max_queue)
         self.upload_dir = settings.upload_dir()
         self.draining = False
+        self.realtime_sessions: set[Any] = set()  # open /v1/realtime sessions
 
     def drain(self, loop: asyncio.AbstractEventLoop) -> None:
         """Stop admitting; after ``shutdown_grace_s`` cancel what still runs (each answers 503)."""
@@ -146,6 +147,7 @@ def create_app(settings: ServeSettings | None = None) -> FastAPI:
     )
     app.state.whisperops = state
     app.include_router(routes.router)
+    app.include_router(realtime.router)
     errors.install(app)
     # add_middleware wraps: the last added runs first. CORS answers preflights only for origins
     # HostGuard let through; ErrorBoundary catches what everything inside it raises.

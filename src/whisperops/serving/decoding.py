@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from whisperops.errors import AudioError
-from whisperops.results import Transcript
+from whisperops.results import Segment, Transcript
 from whisperops.serving.errors import AudioTooLong
 from whisperops.serving.pool import Cancelled
 
@@ -61,14 +61,25 @@ def limited_blocks(
 
 
 def transcribe(
-    state: ServerState, name: str, path: Path, filename: str, options: DecodeOptions, cancel: threading.Event
+    state: ServerState,
+    name: str,
+    path: Path,
+    filename: str,
+    options: DecodeOptions,
+    cancel: threading.Event,
+    on_segment: Callable[[Segment], None] | None = None,
 ) -> tuple[Transcript, Callable[[str], list[int]] | None]:
-    """Worker-thread body: stream the upload through the engine; stop early if the request is abandoned."""
+    """Worker-thread body: stream the upload through the engine; stop early if the request is abandoned.
+
+    ``on_segment`` sees each segment as it is decoded (a streamed response sends it on).
+    """
     from whisperops.audio import SAMPLE_RATE, DecodeReport, stream_audio
 
-    def check(_segment: object) -> None:
+    def check(segment: Segment) -> None:
         if cancel.is_set():
             raise Cancelled(filename)
+        if on_segment is not None:
+            on_segment(segment)
 
     limit_s = state.settings.max_audio_s
     report = DecodeReport()

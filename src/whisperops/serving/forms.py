@@ -9,6 +9,7 @@ parameter is one :class:`FormField` and one attribute. Every message names the A
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import tempfile
@@ -82,6 +83,77 @@ def _language(value: str) -> str | None:
     return code
 
 
+def _flag(name: str) -> Callable[[str], bool]:
+    def parse(value: str) -> bool:
+        v = value.strip().lower()
+        if v in ("true", "1", "yes", "on"):
+            return True
+        if v in ("false", "0", "no", "off", ""):
+            return False
+        raise invalid(name, f"{value[:40]!r} is not a boolean; send true or false")
+
+    return parse
+
+
+def _include(value: str) -> str:
+    if value.strip() not in INCLUDES:
+        raise invalid("include[]", f"{value[:40]!r}: only logprobs can be included")
+    return value.strip()
+
+
+def _chunking(value: str) -> Any:
+    """``"auto"``, or a server_vad object sent as JSON (curl); OpenAI's clients send bracketed fields."""
+    v = value.strip()
+    if v == "auto":
+        return v
+    try:
+        obj = json.loads(v)
+    except ValueError:
+        obj = None
+    if not isinstance(obj, dict):
+        raise invalid("chunking_strategy", f'{v[:40]!r}: send "auto" or a server_vad object')
+    return obj
+
+
+INCLUDES = ("logprobs",)
+# chunking_strategy's server_vad fields -> DecodeOptions' VAD settings.
+SERVER_VAD = {
+    "threshold": "vad_threshold",
+    "prefix_padding_ms": "vad_speech_pad_ms",
+    "silence_duration_ms": "vad_min_silence_ms",
+}
+STREAM_FORMATS = ("json", "text")
+
+
+def vad_settings(strategy: Any) -> dict[str, Any]:
+    """``chunking_strategy`` -> DecodeOptions fields: VAD on, with the server_vad object's settings."""
+    if strategy is None:
+        return {}
+    if strategy == "auto":
+        return {"vad_filter": True}
+    if strategy.get("type") != "server_vad":
+        raise invalid("chunking_strategy", f'type {strategy.get("type")!r}: only server_vad (or "auto") is supported')
+    out: dict[str, Any] = {"vad_filter": True}
+    for key, value in strategy.items():
+        if key == "type":
+            continue
+        param = f"chunking_strategy.{key}"
+        target = SERVER_VAD.get(key)
+        if target is None:
+            raise invalid(param, f"unknown field; use {', '.join(SERVER_VAD)}")
+        if target not in DecodeOptions.__dataclass_fields__:
+            raise invalid(param, "this server's engine has no such VAD setting", "unsupported_parameter")
+        try:
+            number = float(value) if key == "threshold" else int(value)
+        except (TypeError, ValueError):
+            raise invalid(param, f"{str(value)[:40]!r} is not a number") from None
+        high = 1.0 if key == "threshold" else 600_000
+        if not 0 <= number <= high:
+            raise invalid(param, f"{number} must be between 0 and {high:g}")
+        out[target] = number
+    return out
+
+
 @dataclass(frozen=True)
 class FormField:
     """One form parameter: where it goes on :class:`AudioForm`, how it is parsed, and its docs."""
@@ -128,7 +200,36 @@ FIELDS: dict[str, FormField] = {
         repeated=True,
         schema={"type": "array", "items": {"type": "string", "enum": list(openai_format.GRANULARITIES)}},
     ),
-}
+    "stream": FormField(
+        "stream",
+        _flag("stream"),
+        "true: server-sent events (transcript.text.delta per segment, then transcript.text.done).",
+        ("transcribe",),
+        schema={"type": "boolean"},
+    ),
+    "include[]": FormField(
+        "include",
+        _include,
+        "logprobs: per-word log probabilities (json and streamed responses).",
+        ("transcribe",),
+        repeated=True,
+        schema={"type": "array", "items": {"type": "string", "enum": list(INCLUDES)}},
+    ),
+    "chunking_strategy": FormField(
+        "chunking_strategy",
+        _chunking,
+        'VAD: "auto", or {"type": "server_vad", "threshold", "prefix_padding_ms", "silence_duration_ms"}.',
+        ("transcribe",),
+    ),
+    "keywords[]": FormField(
+        "keywords", _text, "Words or phrases to bias decoding towards (hotwords).", ("transcribe",), repeated=True,
+        schema={"type": "array", "items": {"type": "string"}},
+    ),
+    "languages[]": FormField(
+        "languages", _language, "The language of the speech, as a one-item list.", ("transcribe",), repeated=True,
+        schema={"type": "array", "items": {"type": "string"}},
+    ),
+}  # fmt: skip
 
 
 @dataclass
@@ -145,10 +246,21 @@ class AudioForm:
     response_format: str = "json"
     temperature: float = 0.0
     timestamp_granularities: list[str] = field(default_factory=list)
+    stream: bool = False
+    include: list[str] = field(default_factory=list)
+    chunking_strategy: Any = None  # "auto" or a server_vad dict
+    keywords: list[str] = field(default_factory=list)
+    languages: list[str | None] = field(default_factory=list)
     known_speaker_names: list[str] = field(default_factory=list)
     known_speaker_references: list[str] = field(default_factory=list)
 
     def set(self, name: str, raw: str) -> None:
+        if name.startswith("chunking_strategy[") and name.endswith("]") and self.task == "transcribe":
+            # OpenAI's clients send an object as one field per key: chunking_strategy[type]=server_vad.
+            if not isinstance(self.chunking_strategy, dict):
+                self.chunking_strategy = {}
+            self.chunking_strategy[name[len("chunking_strategy[") : -1]] = raw.strip()
+            return
         spec = FIELDS.get(name)
         if spec is None or self.task not in spec.tasks:
             where = "" if spec is None else f" for /v1/audio/{ROUTES[self.task]}"
@@ -169,6 +281,7 @@ class AudioForm:
             name = state.pool.canonical(self.model)
         except ModelNotFoundError as err:
             raise ApiError(404, str(err), "model_not_found", "model") from err
+        self._check_extras()
         grans = list(dict.fromkeys(self.timestamp_granularities))
         if grans and self.response_format != "verbose_json":
             raise invalid("timestamp_granularities[]", "needs response_format=verbose_json (as in OpenAI's API)")
@@ -186,11 +299,13 @@ class AudioForm:
                 language=self.language,
                 task=self.task,
                 beam_size=settings.beam_size,
-                vad_filter=settings.vad_filter,
-                # Diarization labels words, then splits segments where the speaker changes.
-                word_timestamps="word" in grans or self.response_format == "diarized_json",
+                # Diarization labels words, then splits segments where the speaker changes; logprobs come from
+                # faster-whisper's word alignment.
+                word_timestamps="word" in grans or self.response_format == "diarized_json" or self.logprobs,
                 initial_prompt=self.prompt or None,
+                hotwords=" ".join(k for k in self.keywords if k) or None,
                 temperature=TEMPERATURES if self.temperature <= 0 else (self.temperature,),
+                **{"vad_filter": settings.vad_filter, **vad_settings(self.chunking_strategy)},
             )
         except OptionError as err:
             raise invalid("model", str(err)) from err
@@ -252,6 +367,29 @@ class AudioForm:
                 raise invalid(field_name, f"{where}: {seconds:.1f} s; send a clip of {low:g} to {high:g} s")
             clips[name] = samples
         return clips
+
+    def _check_extras(self) -> None:
+        """The parameters beyond the basic ones, against each other and the response format."""
+        if self.stream and self.response_format not in STREAM_FORMATS:
+            raise invalid(
+                "stream", f"streaming sends text events; use response_format json or text, not {self.response_format}"
+            )
+        if self.logprobs and self.response_format != "json":
+            raise invalid(
+                "include[]", f"logprobs need response_format json (as in OpenAI's API), not {self.response_format}"
+            )
+        languages = list(dict.fromkeys(code for code in self.languages if code))
+        if len(languages) > 1:
+            raise invalid("languages[]", f"{', '.join(languages)}: choose one language, or send none to detect it")
+        if languages:
+            if self.language not in (None, languages[0]):
+                raise invalid("languages[]", f"{languages[0]} contradicts language={self.language}; send one of them")
+            self.language = languages[0]
+
+    @property
+    def logprobs(self) -> bool:
+        # faster-whisper exposes token probabilities only through word alignment: logprobs time words.
+        return "logprobs" in self.include
 
     @property
     def granularities(self) -> list[str]:

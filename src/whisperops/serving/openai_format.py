@@ -1,16 +1,14 @@
 """Transcripts in the shapes of OpenAI's audio API (json, text, srt, vtt, verbose_json, SSE events).
 
 srt/vtt bodies come from :mod:`whisperops.writers`, so served subtitles are byte-for-byte the files
-``whisperops transcribe`` writes. :func:`parse_extras` reads the form fields beyond the basic ones
-(``stream``, ``include[]``, ``chunking_strategy``, ``keywords[]``, ``languages[]``, ...).
+``whisperops transcribe`` writes.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from whisperops.errors import OptionError
@@ -55,150 +53,8 @@ def language_code(value: str | None) -> str | None:
     return _CODES.get(v, v)
 
 
-class ParamError(OptionError):
-    """A form field the server cannot honour: a 400 whose ``param`` names the API field."""
-
-    def __init__(self, param: str, message: str) -> None:
-        super().__init__(f"{param}: {message}")
-        self.param = param
-
-
-# Fields of POST /v1/audio/transcriptions the app reads itself (FastAPI parameters), and the
-# bracketed form names OpenAI's clients send for lists and objects.
-BASE_FIELDS = frozenset(
-    {"file", "model", "language", "prompt", "response_format", "temperature", "timestamp_granularities[]"}
-)
-EXTRA_FIELDS = frozenset(
-    {"stream", "include[]", "chunking_strategy", "keywords[]", "languages[]", "known_speaker_names[]",
-     "known_speaker_references[]"}
-)  # fmt: skip
-INCLUDES = ("logprobs",)
-# chunking_strategy's server_vad fields -> DecodeOptions' VAD settings.
-SERVER_VAD_FIELDS = {
-    "threshold": "vad_threshold",
-    "prefix_padding_ms": "vad_speech_pad_ms",
-    "silence_duration_ms": "vad_min_silence_ms",
-}
 # Whisper's encoder sees 50 frames per second of audio: the "audio tokens" of a token usage.
 AUDIO_TOKENS_PER_S = 50
-
-
-@dataclass
-class Extras:
-    """What the extra form fields ask of the decoder and of the response."""
-
-    stream: bool = False
-    logprobs: bool = False
-    language: str | None = None  # from languages[] when it names exactly one
-    hotwords: str | None = None
-    decode: dict[str, Any] = field(default_factory=dict)  # DecodeOptions fields (VAD settings)
-
-    @property
-    def word_timestamps(self) -> bool:
-        # faster-whisper exposes per-token probabilities only through word alignment.
-        return self.logprobs
-
-
-def _flag(param: str, value: str) -> bool:
-    v = value.strip().lower()
-    if v in ("true", "1", "yes", "on"):
-        return True
-    if v in ("false", "0", "no", "off", ""):
-        return False
-    raise ParamError(param, f"{value!r} is not a boolean; send true or false")
-
-
-def _number(param: str, value: Any, kind: type, low: float, high: float) -> Any:
-    try:
-        number = kind(value)
-    except (TypeError, ValueError):
-        raise ParamError(param, f"{value!r} is not a {kind.__name__}") from None
-    if not low <= number <= high:
-        raise ParamError(param, f"{number} must be between {low:g} and {high:g}")
-    return number
-
-
-def chunking(form: Mapping[str, Any]) -> dict[str, Any]:
-    """``chunking_strategy`` ("auto", an object in bracketed form fields, or JSON) -> DecodeOptions fields."""
-    from whisperops.engine import DecodeOptions
-
-    raw: dict[str, Any] = {
-        k[len("chunking_strategy[") : -1]: v for k, v in form.items() if k.startswith("chunking_strategy[")
-    }
-    whole = form.get("chunking_strategy")
-    if whole is not None and not raw:
-        whole = str(whole).strip()
-        if whole == "auto":
-            return {"vad_filter": True}
-        try:
-            raw = json.loads(whole)
-        except ValueError:
-            raise ParamError("chunking_strategy", f'{whole!r}: send "auto" or a server_vad object') from None
-        if not isinstance(raw, dict):
-            raise ParamError("chunking_strategy", f'{whole!r}: send "auto" or a server_vad object')
-    if not raw:
-        return {}
-    if raw.get("type") != "server_vad":
-        raise ParamError("chunking_strategy", f'type {raw.get("type")!r}: only "server_vad" (or "auto") is supported')
-    out: dict[str, Any] = {"vad_filter": True}
-    fields = DecodeOptions.__dataclass_fields__
-    for name, value in raw.items():
-        if name == "type":
-            continue
-        target = SERVER_VAD_FIELDS.get(name)
-        param = f"chunking_strategy.{name}"
-        if target is None:
-            raise ParamError(param, f"unknown field; use {', '.join(SERVER_VAD_FIELDS)}")
-        if target not in fields:
-            raise ParamError(param, "this server's engine has no such VAD setting")
-        if name == "threshold":
-            out[target] = _number(param, value, float, 0.0, 1.0)
-        else:
-            out[target] = _number(param, value, int, 0, 600_000)
-    return out
-
-
-def parse_extras(form: Any, response_format: str, *, task: str = "transcribe") -> Extras:
-    """Check every form field (400 naming any the server cannot honour) and map the extra ones.
-
-    ``form`` is Starlette's multi-valued ``FormData`` (``getlist`` for the ``name[]`` lists).
-    """
-    allowed = (
-        BASE_FIELDS | EXTRA_FIELDS if task == "transcribe" else BASE_FIELDS - {"language", "timestamp_granularities[]"}
-    )
-    for key in form:
-        if key in allowed or (task == "transcribe" and key.startswith("chunking_strategy[")):
-            continue
-        raise ParamError(key, f"not a parameter of {task}s here; remove it (see /docs for the accepted fields)")
-    extras = Extras()
-    if task != "transcribe":
-        return extras
-    getlist = form.getlist if hasattr(form, "getlist") else lambda k: [form[k]] if k in form else []
-    stream = form.get("stream")
-    extras.stream = _flag("stream", str(stream)) if stream is not None else False
-    fmt = (response_format or "json").strip().lower()
-    if extras.stream and fmt not in ("json", "text"):
-        raise ParamError("stream", f"streaming sends text events; use response_format json or text, not {fmt}")
-    for item in getlist("include[]"):
-        if item not in INCLUDES:
-            raise ParamError("include[]", f"{item!r}: only logprobs can be included")
-        extras.logprobs = True
-    if extras.logprobs and fmt != "json":
-        raise ParamError("include[]", f"logprobs need response_format json (as in OpenAI's API), not {fmt}")
-    for name in ("known_speaker_names[]", "known_speaker_references[]"):
-        if getlist(name):
-            raise ParamError(name, "speaker diarization is not available on this server; remove it")
-    keywords = [k.strip() for k in getlist("keywords[]") if str(k).strip()]
-    extras.hotwords = " ".join(keywords) or None
-    languages = list(dict.fromkeys(c for c in (language_code(v) for v in getlist("languages[]")) if c))
-    if len(languages) > 1:
-        raise ParamError("languages[]", f"{', '.join(languages)}: choose one language, or send none to detect it")
-    extras.language = languages[0] if languages else None
-    given = language_code(form.get("language"))
-    if given and extras.language and given != extras.language:
-        raise ParamError("languages[]", f"{extras.language} contradicts language={given}; send one of them")
-    extras.decode = chunking(form)
-    return extras
 
 
 def usage(t: Transcript) -> dict[str, Any]:

@@ -267,6 +267,8 @@ class Limiter:
         except BaseException:
             if acquire.done() and not acquire.cancelled():
                 sem.release()  # the slot came just as the request gave up: give it back
+            else:
+                acquire.cancel()  # a caller cancelled while queued: else the slot it gets later is never freed
             raise
         finally:
             self.waiting -= 1

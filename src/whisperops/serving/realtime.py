@@ -28,12 +28,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, WebSocket, WebSocketDisconnect
+from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from fastapi.responses import JSONResponse
 
 from whisperops.engine import DecodeOptions
 from whisperops.errors import ModelNotFoundError, WhisperOpsError
 from whisperops.serving import openai_format
+from whisperops.serving.errors import error_body
 from whisperops.serving.pool import QueueFull, RequestTimeout
 from whisperops.serving.realtime_client import IN_RATE
 
@@ -431,7 +432,9 @@ class Session:
             with self.state.pool.use(name) as engine:
                 return engine.transcribe(samples, options, source=self.id)
 
-        return await self.state.limiter.run(run, self.settings.request_timeout_s)
+        timeout_s = self.settings.request_timeout_s
+        async with self.state.limiter.admit(timeout_s) as ticket:  # the HTTP requests' queue and deadline
+            return await self.state.limiter.run(run, ticket, timeout_s)
 
     def warm_up(self) -> None:
         """Load the model now, so the first turn does not wait for it."""
@@ -447,8 +450,7 @@ class Session:
         task = asyncio.ensure_future(coro)
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
-        # A client gone mid-send fails its task; that is the end of the session, not news.
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        task.add_done_callback(_log_failure)
         return task
 
     def _cancel_final(self, turn: Turn) -> None:
@@ -542,6 +544,15 @@ class Session:
         )
 
 
+def _log_failure(task: asyncio.Task) -> None:
+    if task.cancelled() or task.exception() is None:
+        return
+    err = task.exception()
+    if isinstance(err, (WebSocketDisconnect, RuntimeError)) or type(err).__name__.startswith("ConnectionClosed"):
+        return  # a client gone mid-send: the end of its session, not news
+    log.warning("realtime session task failed: %r", err, exc_info=err)
+
+
 def _offered_key(ws: WebSocket) -> str:
     auth = ws.headers.get("authorization", "")
     if auth.lower().startswith("bearer "):
@@ -553,62 +564,52 @@ def _offered_key(ws: WebSocket) -> str:
     return ""
 
 
-def add_routes(app: FastAPI, state: Any) -> None:
-    """Mount ``GET /v1/realtime`` (WebSocket) on ``app``."""
-    active: set[Session] = set()
+router = APIRouter()
 
-    @app.websocket("/v1/realtime")
-    async def realtime(ws: WebSocket, intent: str | None = None, model: str | None = None) -> None:
-        settings = state.settings
-        if settings.api_key is not None and not secrets.compare_digest(
-            _offered_key(ws).encode(), settings.api_key.encode()
-        ):
-            body = {
-                "error": {
-                    "message": "missing or wrong API key; send the server's key as 'Authorization: Bearer KEY'",
-                    "type": "invalid_request_error",
-                    "param": None,
-                    "code": "invalid_api_key",
-                }
-            }
-            await ws.send_denial_response(JSONResponse(body, status_code=401))
-            return
-        if intent not in (None, "transcription"):
-            body = {
-                "error": {
-                    "message": f"intent={intent}: only transcription sessions are served here (?intent=transcription)",
-                    "type": "invalid_request_error",
-                    "param": "intent",
-                    "code": "invalid_value",
-                }
-            }
-            await ws.send_denial_response(JSONResponse(body, status_code=400))
-            return
-        protocols = [p for p in ws.scope.get("subprotocols", []) if p == "realtime"]
-        await ws.accept(subprotocol=protocols[0] if protocols else None)
-        session = Session(ws, state, beta=ws.headers.get("openai-beta", "").startswith("realtime=v1"))
-        if len(active) >= settings.realtime_sessions:
-            await session.error(
-                SessionError(
-                    f"{len(active)} realtime sessions already open (limit {settings.realtime_sessions}); retry later",
-                    "session_limit_reached",
-                )
+
+@router.websocket("/v1/realtime")
+async def realtime(ws: WebSocket, intent: str | None = None, model: str | None = None) -> None:
+    """OpenAI's Realtime API for transcription sessions (``?intent=transcription``)."""
+    state = ws.app.state.whisperops
+    active: set[Session] = state.realtime_sessions
+    settings = state.settings
+    if settings.api_key is not None and not secrets.compare_digest(
+        _offered_key(ws).encode(), settings.api_key.encode()
+    ):
+        message = "missing or wrong API key; send the server's key as 'Authorization: Bearer KEY'"
+        body = error_body(message, "invalid_request_error", "invalid_api_key", None)
+        await ws.send_denial_response(JSONResponse(body, status_code=401))
+        return
+    if intent not in (None, "transcription"):
+        message = f"intent={intent}: only transcription sessions are served here (?intent=transcription)"
+        body = error_body(message, "invalid_request_error", "invalid_value", "intent")
+        await ws.send_denial_response(JSONResponse(body, status_code=400))
+        return
+    protocols = [p for p in ws.scope.get("subprotocols", []) if p == "realtime"]
+    await ws.accept(subprotocol=protocols[0] if protocols else None)
+    session = Session(ws, state, beta=ws.headers.get("openai-beta", "").startswith("realtime=v1"))
+    if len(active) >= settings.realtime_sessions:
+        await session.error(
+            SessionError(
+                f"{len(active)} realtime sessions already open (limit {settings.realtime_sessions}); retry later",
+                "session_limit_reached",
             )
-            await ws.close(code=1013)
-            return
-        if model:  # OpenAI's clients name a realtime model here; use it only when it is one we serve
-            with contextlib.suppress(ModelNotFoundError):
-                state.pool.canonical(model)
-                session.config.model = model
-        active.add(session)
-        try:
-            session.warm_up()
-            await session.send_session("session.created", "transcription_session.created")
-            await _serve(session)
-        finally:
-            active.discard(session)
-            for task in list(session.tasks):
-                task.cancel()
+        )
+        await ws.close(code=1013)
+        return
+    if model:  # OpenAI's clients name a realtime model here; use it only when it is one we serve
+        with contextlib.suppress(ModelNotFoundError):
+            state.pool.canonical(model)
+            session.config.model = model
+    active.add(session)
+    try:
+        session.warm_up()
+        await session.send_session("session.created", "transcription_session.created")
+        await _serve(session)
+    finally:
+        active.discard(session)
+        for task in list(session.tasks):
+            task.cancel()
 
 
 async def _serve(session: Session) -> None:

@@ -7,7 +7,9 @@ answered here: :mod:`whisperops.serving.errors` turns each into OpenAI's shape.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import logging
 import secrets
 import time
 from typing import TYPE_CHECKING, Annotated, Any
@@ -19,14 +21,17 @@ from starlette.concurrency import run_in_threadpool
 
 from whisperops import __version__
 from whisperops.errors import AudioError
-from whisperops.serving import decoding, openai_format
-from whisperops.serving.errors import ApiError
+from whisperops.serving import decoding, openai_format, streaming
+from whisperops.serving.errors import ApiError, to_api_error
 from whisperops.serving.forms import AudioForm, openapi_body, receive_form
 from whisperops.serving.pool import ALIASES, ShuttingDown
 
 if TYPE_CHECKING:
+    from whisperops.engine import DecodeOptions
     from whisperops.serving.app import ServerState
+    from whisperops.serving.pool import Ticket
 
+log = logging.getLogger(__name__)
 router = APIRouter()
 _STARTED = int(time.time())
 _bearer = HTTPBearer(auto_error=False, description="The server's --api-key (or WHISPEROPS_API_KEY)")
@@ -97,15 +102,17 @@ async def transcribe_upload(request: Request, state: ServerState, task: str) -> 
     if state.draining:
         raise ShuttingDown("server shutting down: not accepting new requests; retry on another server")
     settings = state.settings
-    async with (
-        state.limiter.admit(settings.request_timeout_s) as ticket,
-        receive_form(request, state, ticket, task) as form,
-    ):
+    async with contextlib.AsyncExitStack() as stack:
+        ticket = await stack.enter_async_context(state.limiter.admit(settings.request_timeout_s))
+        form = await stack.enter_async_context(receive_form(request, state, ticket, task))
         name, options = form.check(state)
         assert form.path is not None  # check() refuses a form without a file
         path = form.path
         try:
             await run_in_threadpool(decoding.check_duration, path, form.filename, settings.max_audio_s)
+            if form.stream:
+                # The stream outlives this call: its admission and its upload end when the stream does.
+                return await stream_upload(request, state, ticket, form, name, options, stack.pop_all())
             if form.response_format == "diarized_json":
                 clips = await run_in_threadpool(form.reference_clips, path.parent)
                 run = functools.partial(decoding.transcribe_diarized, references=clips)
@@ -123,9 +130,57 @@ async def transcribe_upload(request: Request, state: ServerState, task: str) -> 
     return render(form, transcript, tokenize)
 
 
+async def stream_upload(
+    request: Request,
+    state: ServerState,
+    ticket: Ticket,
+    form: AudioForm,
+    name: str,
+    options: DecodeOptions,
+    cleanup: contextlib.AsyncExitStack,
+) -> Response:
+    """``stream=true``: the decode's segments as server-sent events (:mod:`whisperops.serving.streaming`)."""
+    assert form.path is not None
+    path, filename, timeout_s = form.path, form.filename, state.settings.request_timeout_s
+
+    def run(fn: Any) -> Any:
+        return state.limiter.run(fn, ticket, timeout_s)
+
+    def decode(cancel: Any, push: Any) -> Any:
+        return decoding.transcribe(state, name, path, filename, options, cancel, push)
+
+    def shape(err: BaseException) -> ApiError:
+        api = to_api_error(err)
+        if api is None:
+            log.error("stream failed: %r", err, exc_info=err)
+            return ApiError(500, f"internal error: {type(err).__name__}: {err}", None, None, "server_error")
+        api.message = api.message.replace(str(path), filename)  # name the client's file, never our path
+        return api
+
+    def prompt_tokens(tokenize: Any) -> int:
+        return len(tokenize(form.prompt)) if form.prompt and tokenize else 0
+
+    return await streaming.open_stream(
+        request.receive,
+        run,
+        decode,
+        cleanup,
+        with_logprobs=form.logprobs,
+        error_shape=shape,
+        prompt_tokens=prompt_tokens,
+    )
+
+
 def render(form: AudioForm, transcript: Any, tokenize: Any) -> Response:
     fmt = form.response_format
-    body = openai_format.render(transcript, fmt, task=form.task, granularities=form.granularities, tokenize=tokenize)
+    body = openai_format.render(
+        transcript,
+        fmt,
+        task=form.task,
+        granularities=form.granularities,
+        tokenize=tokenize,
+        with_logprobs=form.logprobs,
+    )
     if isinstance(body, str):
         return PlainTextResponse(body, media_type=openai_format.MEDIA_TYPES[fmt])
     return JSONResponse(body)

@@ -10,23 +10,24 @@ that ends the stream. A client that goes away stops its decode at the next segme
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from fastapi.responses import StreamingResponse
 
 from whisperops.results import Segment, Transcript
 from whisperops.serving import openai_format
-from whisperops.serving.pool import Cancelled, Limiter
+from whisperops.serving.pool import Cancelled
 
 log = logging.getLogger(__name__)
 
 # What the decode thread is given: the limiter's cancel event and a per-segment callback.
 Decode = Callable[[threading.Event, Callable[[Segment], None]], tuple[Transcript, Any]]
-# Maps an exception to (message, type, code, param) for the error event.
-ErrorShape = Callable[[BaseException], tuple[str, str, str | None, str | None]]
+# Maps an exception to the ApiError (message, type, code, param) the error event carries.
+ErrorShape = Callable[[BaseException], Any]
 
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # proxies must not buffer events
 
@@ -68,24 +69,33 @@ def _retrieve(task: asyncio.Future) -> None:
 
 async def open_stream(
     receive: Callable[[], Any],
-    limiter: Limiter,
+    run: Callable[[Callable[[threading.Event], Any]], Awaitable[Any]],
     decode: Decode,
-    timeout_s: float,
+    cleanup: contextlib.AsyncExitStack,
     *,
     with_logprobs: bool,
     error_shape: ErrorShape,
     prompt_tokens: Callable[[Any], int] | None = None,
 ) -> StreamingResponse:
-    """Start ``decode`` on a slot; return the event stream once its first segment (or its end) is known."""
+    """Start ``decode`` through ``run`` (a slot, the request's deadline); return the event stream once
+    its first segment (or its end) is known. ``cleanup`` (the request's admission and upload) is
+    closed when the stream ends, however it ends.
+    """
     feed = _Feed()
-    task = asyncio.ensure_future(limiter.run(lambda cancel: decode(cancel, feed.push), timeout_s))
+    task = asyncio.ensure_future(run(lambda cancel: decode(cancel, feed.push)))
     try:
         first = await _next(feed, task)
     except BaseException:
         feed.stop.set()
         _retrieve(task)
+        if task.done():
+            await cleanup.aclose()
+        else:
+            # The decode still reads the upload until its next segment: release both once it stops.
+            task.add_done_callback(lambda _: asyncio.ensure_future(cleanup.aclose()))
+        await cleanup.aclose()
         raise
-    events = _events(receive, feed, task, first, with_logprobs, error_shape, prompt_tokens)
+    events = _events(receive, feed, task, first, with_logprobs, error_shape, prompt_tokens, cleanup)
     return StreamingResponse(events, media_type="text/event-stream", headers=HEADERS)
 
 
@@ -106,6 +116,7 @@ async def _events(
     with_logprobs: bool,
     error_shape: ErrorShape,
     prompt_tokens: Callable[[Any], int] | None,
+    cleanup: contextlib.AsyncExitStack,
 ) -> AsyncIterator[bytes]:
     started = False
     watch = asyncio.ensure_future(_watch(receive, feed))
@@ -123,12 +134,17 @@ async def _events(
     except Exception as err:
         if feed.stop.is_set():
             return  # the client left; nobody is there to tell
-        message, kind, code, param = error_shape(err)
-        log.warning("stream ended by an error: %s", message)
-        yield openai_format.sse(openai_format.error_event(message, kind, code, param))
+        api = error_shape(err)
+        log.warning("stream ended by an error: %s", api.message)
+        yield openai_format.sse(openai_format.error_event(api.message, api.kind, api.code, api.param))
     finally:
         watch.cancel()
         if not task.done():
             log.info("client left mid-stream; cancelling its decode")
         feed.stop.set()
         _retrieve(task)
+        if task.done():
+            await cleanup.aclose()
+        else:
+            # The decode still reads the upload until its next segment: release both once it stops.
+            task.add_done_callback(lambda _: asyncio.ensure_future(cleanup.aclose()))
