@@ -186,6 +186,16 @@ def test_word_and_segment_timestamps(api: str, jfk: Path) -> None:
     assert words[-1].end <= 11.01 and out.segments
 
 
+@pytest.mark.shared_data
+def test_stream_on_both_hosts(api: str, jfk: Path) -> None:
+    """stream=true on uvicorn and on Ray Serve (its streaming responses): deltas add up to the json text."""
+    with jfk.open("rb") as f:
+        events = list(client(api).audio.transcriptions.create(model="tiny.en", file=f, stream=True))
+    *deltas, done = events
+    assert deltas and all(d.type == "transcript.text.delta" for d in deltas) and done.type == "transcript.text.done"
+    assert "".join(d.delta for d in deltas) == done.text and "ask not what your country" in done.text.lower()
+
+
 def test_models_health_and_docs(api: str) -> None:
     ids = [m.id for m in client(api).models.list().data]
     assert ids == ["tiny.en", "whisper-1"]

@@ -39,6 +39,9 @@ def serve_cmd(
     upload_dir: Path | None = option(S, "tmp_dir", "--upload-dir"),
     allowed_host: list[str] = option(S, "allowed_hosts", "--allowed-host"),
     cors_origin: list[str] = option(S, "cors_origins", "--cors-origin"),
+    realtime_sessions: int = option(S, "realtime_sessions", "--realtime-sessions"),
+    realtime_session_s: float = option(S, "realtime_session_s", "--realtime-session-s"),
+    realtime_message_bytes: int = option(S, "realtime_message_bytes", "--realtime-message-bytes"),
     ray: bool = typer.Option(False, "--ray", help="Deploy on Ray Serve instead of one uvicorn process."),
     ray_address: str | None = typer.Option(None, "--ray-address", help="Existing Ray cluster (default: start one)."),
     replicas: int = typer.Option(1, "--replicas", help="Ray: fixed number of replicas."),
@@ -69,6 +72,9 @@ def serve_cmd(
         tmp_dir=upload_dir,
         allowed_hosts=allowed_host,
         cors_origins=cors_origin,
+        realtime_sessions=realtime_sessions,
+        realtime_session_s=realtime_session_s,
+        realtime_message_bytes=realtime_message_bytes,
     )
     if not is_loopback(host) and settings.api_key is None:
         err_console.print(
