@@ -220,3 +220,28 @@ def test_a_decode_cancelled_in_the_queue_frees_its_slot() -> None:
         assert await asyncio.wait_for(decode(lambda _c: "next"), 5) == "next"  # the slot came back
 
     asyncio.run(run())
+
+
+def test_official_client_realtime_connect(ws_url: str, shared_speech: Path) -> None:
+    """``AsyncOpenAI().realtime.connect`` (the client's own WebSocket code) against the endpoint."""
+    from openai import AsyncOpenAI
+
+    pcm = pcm16_24k(load_audio(shared_speech / "ljspeech" / "LJ001-0004.wav"))
+    ws_base = ws_url.split("/realtime")[0]
+
+    async def run() -> list:
+        client = AsyncOpenAI(base_url="http://unused/v1", api_key=KEY, websocket_base_url=ws_base)
+        events = []
+        async with client.realtime.connect(model="whisper-1", extra_query={"intent": "transcription"}) as conn:
+            await conn.session.update(session={"type": "transcription", "audio": {"input": {"turn_detection": None}}})
+            await conn.input_audio_buffer.append(audio=base64.b64encode(pcm).decode())
+            await conn.input_audio_buffer.commit()
+            async for event in conn:
+                events.append(event)
+                if event.type.endswith(".completed"):
+                    return events
+        return events
+
+    events = asyncio.run(asyncio.wait_for(run(), 60))
+    assert [e.type for e in events][:3] == ["session.created", "session.updated", "input_audio_buffer.committed"]
+    assert "immediate predecessors of the true printed book" in events[-1].transcript
