@@ -361,7 +361,8 @@ class Session:
         if self.turn is None and not self.speaking:
             # Keep only what a future turn's prefix padding may need.
             self._drop_until(self.total_ms - turn_cfg.prefix_padding_ms)
-        if self.turn is not None and self.speaking:
+        if self.turn is not None and self.speaking and self.silence_from_ms is None:
+            # Not in a pause: a partial then could hold the slot the turn's final decode is about to need.
             self._maybe_partial()
 
     async def _start_turn(self, start_ms: int, heard_ms: int) -> None:
