@@ -119,6 +119,7 @@ def test_languages(base: str, clip: Path) -> None:
 
 
 def test_unhonoured_parameters_are_400_naming_them(base: str, clip: Path) -> None:
+    # Known speakers need diarized_json; with json they are refused, never silently dropped.
     _refused(base, clip, "known_speaker_names[]", known_speaker_names=["agent"])
     _refused(base, clip, "known_speaker_references[]", known_speaker_references=["data:audio/wav;base64,AAAA"])
     _refused(base, clip, "frobnicate", extra_body={"frobnicate": "1"})
