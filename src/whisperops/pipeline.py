@@ -24,7 +24,7 @@ from whisperops.errors import WhisperOpsError
 from whisperops.paths import atomic_write_text, cache_dir
 from whisperops.results import Segment, Transcript
 from whisperops.sources import MediaItem, fetch, local_media
-from whisperops.writers import write_all
+from whisperops.writers import SubtitleOptions, write_all
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +125,7 @@ def transcribe_item(
     formats: Sequence[str] = (),
     cache: TranscriptCache | None = None,
     progress: Progress | None = None,
+    subtitles: SubtitleOptions | None = None,
 ) -> ItemResult:
     """Never raises for a bad item: the error is in the result."""
     progress = progress or NoProgress()
@@ -152,7 +153,7 @@ def transcribe_item(
             progress.audio_known(item, transcript.duration)
         # The cached transcript came from the same bytes, maybe under another name or URL.
         transcript.source, transcript.metadata = item.source, {**transcript.metadata, **item.metadata}
-        outputs = write_all(transcript, output_dir, item.name, formats) if output_dir and formats else []
+        outputs = write_all(transcript, output_dir, item.name, formats, subtitles) if output_dir and formats else []
         result = ItemResult(item, status, transcript, outputs=outputs)
     except WhisperOpsError as err:
         result = ItemResult(item, "failed", error=str(err))
@@ -173,9 +174,19 @@ def transcribe_items(
     formats: Sequence[str] = (),
     cache: TranscriptCache | None = None,
     progress: Progress | None = None,
+    subtitles: SubtitleOptions | None = None,
 ) -> list[ItemResult]:
     return [
-        transcribe_item(engine, item, options, output_dir=output_dir, formats=formats, cache=cache, progress=progress)
+        transcribe_item(
+            engine,
+            item,
+            options,
+            output_dir=output_dir,
+            formats=formats,
+            cache=cache,
+            progress=progress,
+            subtitles=subtitles,
+        )
         for item in items
     ]
 

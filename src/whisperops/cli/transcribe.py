@@ -9,6 +9,7 @@ import typer
 from whisperops.cli.app import app, console, err_console, progress_bar
 from whisperops.cli.options import option
 from whisperops.engine import DecodeOptions, EngineConfig
+from whisperops.writers import SubtitleOptions
 
 EXIT_SOME_FAILED = 1
 
@@ -27,6 +28,13 @@ def transcribe_cmd(
     batch_size: int = option(DecodeOptions, "batch_size", "--batch-size"),
     word_timestamps: bool = option(DecodeOptions, "word_timestamps", "--word-timestamps"),
     vad: bool = option(DecodeOptions, "vad_filter", "--vad/--no-vad"),
+    vad_threshold: float = option(DecodeOptions, "vad_threshold", "--vad-threshold"),
+    vad_min_silence_ms: int = option(DecodeOptions, "vad_min_silence_ms", "--vad-min-silence-ms"),
+    vad_speech_pad_ms: int = option(DecodeOptions, "vad_speech_pad_ms", "--vad-speech-pad-ms"),
+    vad_rescue: bool = option(DecodeOptions, "vad_rescue", "--vad-rescue/--no-vad-rescue"),
+    max_line_width: int = option(SubtitleOptions, "max_line_width", "--max-line-width"),
+    max_line_count: int = option(SubtitleOptions, "max_line_count", "--max-line-count"),
+    max_cue_duration: float = option(SubtitleOptions, "max_cue_duration", "--max-cue-duration"),
     initial_prompt: str | None = option(DecodeOptions, "initial_prompt", "--initial-prompt"),
     hotwords: str | None = option(DecodeOptions, "hotwords", "--hotwords"),
     device: str = option(EngineConfig, "device", "--device"),
@@ -60,11 +68,18 @@ def transcribe_cmd(
         batch_size=batch_size,
         word_timestamps=word_timestamps,
         vad_filter=vad,
+        vad_threshold=vad_threshold,
+        vad_min_silence_ms=vad_min_silence_ms,
+        vad_speech_pad_ms=vad_speech_pad_ms,
+        vad_rescue=vad_rescue,
         initial_prompt=initial_prompt,
         hotwords=hotwords,
     )
+    subtitles = SubtitleOptions(max_line_width, max_line_count, max_cue_duration)
     if in_process:
-        results = _transcribe_here(sources, model, output_dir, fmt_list, options, device, compute_type, threads, cache)
+        results = _transcribe_here(
+            sources, model, output_dir, fmt_list, options, device, compute_type, threads, cache, subtitles
+        )
     else:
         registry.resolve(model)
         results = _transcribe_with_flow(
@@ -80,6 +95,13 @@ def transcribe_cmd(
                 "batch_size": batch_size,
                 "word_timestamps": word_timestamps,
                 "vad": vad,
+                "vad_threshold": vad_threshold,
+                "vad_min_silence_ms": vad_min_silence_ms,
+                "vad_speech_pad_ms": vad_speech_pad_ms,
+                "vad_rescue": vad_rescue,
+                "max_line_width": max_line_width,
+                "max_line_count": max_line_count,
+                "max_cue_duration": max_cue_duration,
                 "initial_prompt": initial_prompt or "",
                 "hotwords": hotwords or "",
                 "device": device,
@@ -95,7 +117,7 @@ def transcribe_cmd(
         raise typer.Exit(EXIT_SOME_FAILED)
 
 
-def _transcribe_here(sources, model, output_dir, fmt_list, options, device, compute_type, threads, cache):
+def _transcribe_here(sources, model, output_dir, fmt_list, options, device, compute_type, threads, cache, subtitles):
     from whisperops.engine import Engine
     from whisperops.pipeline import TranscriptCache, transcribe_items
     from whisperops.sources import resolve
@@ -111,6 +133,7 @@ def _transcribe_here(sources, model, output_dir, fmt_list, options, device, comp
             formats=fmt_list,
             cache=TranscriptCache() if cache else None,
             progress=progress,
+            subtitles=subtitles,
         )
 
 

@@ -29,8 +29,17 @@ import os
 
 from metaflow import Config, FlowSpec, Parameter, card, config_expr, current, schedule, step
 
+from whisperops.config import default_of, help_of
+from whisperops.engine import DecodeOptions
+from whisperops.writers import SubtitleOptions
+
 CRASH_ENV = "WHISPEROPS_TEST_CRASH_SHARD"
 SOURCES_ENV = "WHISPEROPS_SOURCES"
+
+
+def _setting(cls: type, name: str, flag: str, **kwargs) -> Parameter:
+    """A flow parameter whose default and help are the setting's own (declared once, on ``cls``)."""
+    return Parameter(flag, default=default_of(cls, name), help=help_of(cls, name), **kwargs)
 
 
 def _deploy_time_sources(context) -> str:
@@ -62,6 +71,13 @@ class TranscriptionFlow(FlowSpec):
     batch_size = Parameter("batch-size", type=int, default=0, help="> 1: batched inference over VAD chunks.")
     word_timestamps = Parameter("word-timestamps", type=bool, default=False, help="Time every word.")
     vad = Parameter("vad", type=bool, default=True, help="Skip non-speech with Silero VAD.")
+    vad_threshold = _setting(DecodeOptions, "vad_threshold", "vad-threshold", type=float)
+    vad_min_silence_ms = _setting(DecodeOptions, "vad_min_silence_ms", "vad-min-silence-ms", type=int)
+    vad_speech_pad_ms = _setting(DecodeOptions, "vad_speech_pad_ms", "vad-speech-pad-ms", type=int)
+    vad_rescue = _setting(DecodeOptions, "vad_rescue", "vad-rescue", type=bool)
+    max_line_width = _setting(SubtitleOptions, "max_line_width", "max-line-width", type=int)
+    max_line_count = _setting(SubtitleOptions, "max_line_count", "max-line-count", type=int)
+    max_cue_duration = _setting(SubtitleOptions, "max_cue_duration", "max-cue-duration", type=float)
     initial_prompt = Parameter("initial-prompt", default="", help="Text to prime the decoder.")
     hotwords = Parameter("hotwords", default="", help="Words to bias decoding towards.")
     formats = Parameter("formats", default="txt,srt,vtt,json", help="Comma list of txt,srt,vtt,tsv,json, or all.")
@@ -91,8 +107,9 @@ class TranscriptionFlow(FlowSpec):
         import json
         import math
         import time
+        from dataclasses import asdict
 
-        from whisperops.engine import DecodeOptions, pick_compute_type, pick_device
+        from whisperops.engine import pick_compute_type, pick_device
         from whisperops.models import registry
         from whisperops.pipeline import ItemResult, TranscriptCache, plan_shards
         from whisperops.sources import resolve
@@ -108,9 +125,16 @@ class TranscriptionFlow(FlowSpec):
             batch_size=self.batch_size,
             word_timestamps=self.word_timestamps,
             vad_filter=self.vad,
+            vad_threshold=self.vad_threshold,
+            vad_min_silence_ms=self.vad_min_silence_ms,
+            vad_speech_pad_ms=self.vad_speech_pad_ms,
+            vad_rescue=self.vad_rescue,
             initial_prompt=self.initial_prompt or None,
             hotwords=self.hotwords or None,
         ).to_dict()
+        self.subtitles = asdict(
+            SubtitleOptions(self.max_line_width, self.max_line_count, self.max_cue_duration)
+        )  # a bad layout fails here, before any decoding
         options = DecodeOptions(**self.options)
         model_path = registry.resolve(self.model)  # fail here, once, on an unknown model
         compute_type = pick_compute_type(pick_device(self.device), self.compute_type)
@@ -148,7 +172,7 @@ class TranscriptionFlow(FlowSpec):
         import json
         import time
 
-        from whisperops.engine import DecodeOptions, Engine
+        from whisperops.engine import Engine
         from whisperops.pipeline import TranscriptCache, transcribe_items
         from whisperops.sources import MediaItem
 
@@ -186,7 +210,9 @@ class TranscriptionFlow(FlowSpec):
         from whisperops.results import Transcript
         from whisperops.writers import write_all
 
-        self.merge_artifacts(inputs, include=["started_at", "early_results", "order", "format_list", "model"])
+        self.merge_artifacts(
+            inputs, include=["started_at", "early_results", "order", "format_list", "model", "subtitles"]
+        )
         by_name = {r["item"]["name"]: r for r in self.early_results}
         for inp in inputs:
             by_name.update({r["item"]["name"]: r for r in inp.item_results})
@@ -200,7 +226,9 @@ class TranscriptionFlow(FlowSpec):
         if self.output_dir:
             out = Path(self.output_dir)
             for name, data in self.transcripts.items():
-                paths = write_all(Transcript.from_dict(data), out, name, self.format_list)
+                paths = write_all(
+                    Transcript.from_dict(data), out, name, self.format_list, SubtitleOptions(**self.subtitles)
+                )
                 self.outputs[name] = [str(p) for p in paths]
         self.results = report.results_frame(rows)
         self.summary = report.summarize(self.results, time.time() - self.started_at)
