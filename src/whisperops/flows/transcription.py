@@ -29,17 +29,12 @@ import os
 
 from metaflow import Config, FlowSpec, Parameter, card, config_expr, current, schedule, step
 
-from whisperops.config import default_of, help_of
 from whisperops.engine import DecodeOptions
+from whisperops.flows import parameter
 from whisperops.writers import SubtitleOptions
 
 CRASH_ENV = "WHISPEROPS_TEST_CRASH_SHARD"
 SOURCES_ENV = "WHISPEROPS_SOURCES"
-
-
-def _setting(cls: type, name: str, flag: str, **kwargs) -> Parameter:
-    """A flow parameter whose default and help are the setting's own (declared once, on ``cls``)."""
-    return Parameter(flag, default=default_of(cls, name), help=help_of(cls, name), **kwargs)
 
 
 def _deploy_time_sources(context) -> str:
@@ -65,21 +60,21 @@ class TranscriptionFlow(FlowSpec):
         "such source (comma-separated also works). Defaults to $WHISPEROPS_SOURCES.",
     )
     model = Parameter("model", default="tiny.en", help="Registry name (tiny.en, base, ...) or CT2 model directory.")
-    language = Parameter("language", default="auto", help="Language code, or auto to detect per item.")
-    task = Parameter("task", default="transcribe", help="transcribe, or translate (to English).")
-    beam_size = Parameter("beam-size", type=int, default=5, help="Beam width (1 = greedy).")
-    batch_size = Parameter("batch-size", type=int, default=0, help="> 1: batched inference over VAD chunks.")
-    word_timestamps = Parameter("word-timestamps", type=bool, default=False, help="Time every word.")
+    language = parameter(DecodeOptions, "language", "language")
+    task = parameter(DecodeOptions, "task", "task")
+    beam_size = parameter(DecodeOptions, "beam_size", "beam-size", type=int)
+    batch_size = parameter(DecodeOptions, "batch_size", "batch-size", type=int)
+    word_timestamps = parameter(DecodeOptions, "word_timestamps", "word-timestamps", type=bool)
     vad = Parameter("vad", type=bool, default=True, help="Skip non-speech with Silero VAD.")
-    vad_threshold = _setting(DecodeOptions, "vad_threshold", "vad-threshold", type=float)
-    vad_min_silence_ms = _setting(DecodeOptions, "vad_min_silence_ms", "vad-min-silence-ms", type=int)
-    vad_speech_pad_ms = _setting(DecodeOptions, "vad_speech_pad_ms", "vad-speech-pad-ms", type=int)
-    vad_rescue = _setting(DecodeOptions, "vad_rescue", "vad-rescue", type=bool)
-    max_line_width = _setting(SubtitleOptions, "max_line_width", "max-line-width", type=int)
-    max_line_count = _setting(SubtitleOptions, "max_line_count", "max-line-count", type=int)
-    max_cue_duration = _setting(SubtitleOptions, "max_cue_duration", "max-cue-duration", type=float)
-    initial_prompt = Parameter("initial-prompt", default="", help="Text to prime the decoder.")
-    hotwords = Parameter("hotwords", default="", help="Words to bias decoding towards.")
+    vad_threshold = parameter(DecodeOptions, "vad_threshold", "vad-threshold", type=float)
+    vad_min_silence_ms = parameter(DecodeOptions, "vad_min_silence_ms", "vad-min-silence-ms", type=int)
+    vad_speech_pad_ms = parameter(DecodeOptions, "vad_speech_pad_ms", "vad-speech-pad-ms", type=int)
+    vad_rescue = parameter(DecodeOptions, "vad_rescue", "vad-rescue", type=bool)
+    max_line_width = parameter(SubtitleOptions, "max_line_width", "max-line-width", type=int)
+    max_line_count = parameter(SubtitleOptions, "max_line_count", "max-line-count", type=int)
+    max_cue_duration = parameter(SubtitleOptions, "max_cue_duration", "max-cue-duration", type=float)
+    initial_prompt = parameter(DecodeOptions, "initial_prompt", "initial-prompt")
+    hotwords = parameter(DecodeOptions, "hotwords", "hotwords")
     formats = Parameter("formats", default="txt,srt,vtt,json", help="Comma list of txt,srt,vtt,tsv,json, or all.")
     output_dir = Parameter(
         "output-dir", default="", help="Where postprocess writes the output files (empty: datastore only)."
