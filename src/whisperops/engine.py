@@ -27,8 +27,7 @@ log = logging.getLogger(__name__)
 
 TASKS = ("transcribe", "translate")
 # Longer files stream through in windows of this length cut at quiet moments: memory is bounded by
-# one window (audio, features and faster-whisper's copies of both), and each cut costs little text
-# because the previous window's words prime the next (see docs/design/long-form.md).
+# one window (audio, features and faster-whisper's copies of both); see docs/design/long-form.md.
 LONG_FORM_WINDOW_S = 120.0
 # The batched pipeline decodes each clip as one 30 s encoder window, so clips may not be longer.
 BATCH_CLIP_S = 30.0
@@ -289,8 +288,8 @@ class Engine:
 
         Files longer than ``window_s`` stream through in windows cut at quiet moments, so memory
         is bounded by one window whatever the recording's length. The language found first is kept
-        for the rest, and the end of each window's text primes the next, as Whisper's own 30 s
-        windows prime each other.
+        for the rest; each window starts with a fresh prompt (the previous window's text as prompt
+        cost accuracy on long recordings, see docs/design/long-form.md).
 
         Args:
             audio: A path to anything PyAV decodes, 16 kHz mono float32 samples, or an iterable of
@@ -343,8 +342,6 @@ class Engine:
                 # Whisper hallucinates ("You", "Thank you.") on pure silence when VAD is off.
                 continue
             window_options = replace(options, language=language) if language != options.language else options
-            if segments and options.condition_on_previous_text:
-                window_options = replace(window_options, initial_prompt=_prompt_from(segments))
             iterator, info = self.segments(samples, window_options)
             offset = start_sample / SAMPLE_RATE
             for seg in iterator:
@@ -495,17 +492,6 @@ def _clamped(seg: Segment, length: float) -> Segment:
         words = [replace(w, start=fit(w.start, w.end)[0], end=fit(w.start, w.end)[1]) for w in seg.words]
     start, end = fit(seg.start, seg.end)
     return replace(seg, start=start, end=end, words=words)
-
-
-def _prompt_from(segments: list[Segment], max_chars: int = 600) -> str:
-    """The end of the text so far, cut at a word: about the 224 tokens Whisper's prompt holds."""
-    text = ""
-    for seg in reversed(segments):
-        piece = seg.text.strip()
-        if len(text) + len(piece) + 1 > max_chars:
-            break
-        text = f"{piece} {text}" if text else piece
-    return text
 
 
 def _shifted(seg: Segment, offset: float, index: int) -> Segment:
