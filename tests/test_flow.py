@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import pytest
+import srt
 
 from conftest import require_executable
 
@@ -71,6 +72,8 @@ def mixed_run(shared_speech, tmp_path_factory):
         "2",
         "--min-count",
         "1",
+        "--max-line-width",
+        "20",
         "--run-id-file",
         str(tmp / "run_id"),
     )
@@ -102,6 +105,10 @@ def test_mixed_run_results_are_versioned_and_failures_listed(mixed_run):
     assert json.loads(json.dumps(transcripts))["LJ001-0002"]["segments"]
     assert "modern" in (out / "LJ001-0002.txt").read_text()
     assert (out / "LJ001-0008.srt").read_text().startswith("1\n00:00:0")
+    # the subtitle layout reached postprocess through the flow's parameters
+    cues = list(srt.parse((out / "LJ001-0008.srt").read_text()))
+    lines = [line for c in cues for line in c.content.splitlines()]
+    assert len(lines) > len(cues) and all(len(line) <= 20 for line in lines)
     assert not (out / "corrupt.txt").exists()
     # two shards ran as two transcribe tasks; each loaded the model once
     tasks = list(run["transcribe"])

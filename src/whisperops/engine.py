@@ -27,8 +27,21 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TASKS = ("transcribe", "translate")
-# Longer files stream through in windows of this length (memory bounded by one window).
-LONG_FORM_WINDOW_S = 1800.0
+# Longer files stream through in windows of this length cut at quiet moments: memory is bounded by
+# one window (audio, features and faster-whisper's copies of both); see docs/design/long-form.md.
+LONG_FORM_WINDOW_S = 120.0
+# The batched pipeline decodes each clip as one 30 s encoder window, so clips may not be longer.
+BATCH_CLIP_S = 30.0
+# A region the VAD rejected is decoded again when some of it stands this far above the window's
+# noise floor (and above an absolute floor, so dither in digital silence never qualifies).
+RESCUE_ABOVE_FLOOR_DB = 15.0
+RESCUE_MIN_LOUD_S = 0.3
+# Speech rises and falls with its syllables; a tone, a hum or steady noise does not, and decoding
+# those only buys hallucinations (and temperature fallbacks): skip regions this steady (dB std).
+RESCUE_MIN_MODULATION_DB = 4.0
+# ...and what Whisper writes there is kept only when it is sure it heard speech.
+RESCUE_MAX_NO_SPEECH_PROB = 0.4
+RESCUE_MIN_AVG_LOGPROB = -1.0
 
 
 @dataclass
@@ -42,7 +55,18 @@ class DecodeOptions:
     language: str | None = setting("auto", help="Language code, or auto to detect it (None detects too).")
     task: str = setting("transcribe", help="transcribe, or translate (to English; multilingual models).")
     beam_size: int = setting(5, help="Beam width (1 = greedy).")
-    vad_filter: bool = setting(True, help="Skip non-speech with Silero VAD.")
+    vad_filter: bool = setting(True, help="Skip long non-speech with Silero VAD.")
+    vad_threshold: float = setting(
+        0.25, help="VAD speech probability above which audio is speech (Silero's own default, 0.5, drops whispers)."
+    )
+    vad_min_silence_ms: int = setting(
+        6000, help="Only silences at least this long (ms) are skipped; shorter pauses stay in the decoded audio."
+    )
+    vad_speech_pad_ms: int = setting(1000, help="Speech kept on each side of what the VAD found (ms).")
+    vad_rescue: bool = setting(
+        True,
+        help="Decode skipped regions that carry energy too, keeping only text Whisper is sure is speech.",
+    )
     word_timestamps: bool = setting(False, help="Time every word.")
     initial_prompt: str | None = setting(None, help="Text to prime the decoder.")
     hotwords: str | None = setting(None, help="Words to bias decoding towards.")
@@ -66,6 +90,17 @@ class DecodeOptions:
         if isinstance(self.temperature, (int, float)):
             self.temperature = (float(self.temperature),)
         self.temperature = tuple(self.temperature)
+        self._check_vad()
+
+    def _check_vad(self) -> None:
+        if not 0.0 < self.vad_threshold < 1.0:
+            raise OptionError(f"--vad-threshold {self.vad_threshold}: must be between 0 and 1 (e.g. 0.25)")
+        for flag, value in (
+            ("--vad-min-silence-ms", self.vad_min_silence_ms),
+            ("--vad-speech-pad-ms", self.vad_speech_pad_ms),
+        ):
+            if value < 0:
+                raise OptionError(f"{flag} {value}: must be 0 or more milliseconds")
 
     def to_dict(self) -> dict[str, Any]:
         """The options as JSON-ready data (what ``Transcript.options`` holds)."""
@@ -187,30 +222,45 @@ class Engine:
     def segments(self, audio: np.ndarray, options: DecodeOptions | None = None) -> tuple[Iterator[Segment], Any]:
         """Lazily decode ``audio``, segment by segment, like faster-whisper's ``transcribe``.
 
+        Decoding runs clip by clip over what :func:`speech_clips` keeps, so no segment spans skipped
+        non-speech and every time is relative to ``audio``'s first sample.
+
         Args:
             audio: 16 kHz mono float32 samples (``whisperops.audio.load_audio`` makes them).
             options: How to decode; the defaults of :class:`DecodeOptions` when None.
 
         Returns:
             A ``(segments, info)`` pair: an iterator that decodes as it is consumed, and
-            faster-whisper's ``TranscriptionInfo`` (language, its probability, duration after VAD).
+            faster-whisper's ``TranscriptionInfo`` (language, its probability), with
+            ``duration_after_vad`` the seconds of audio actually decoded.
 
         Raises:
             OptionError: The options ask an English-only model to translate or to use another language.
         """
+        from whisperops.audio import SAMPLE_RATE
+
         options = options or DecodeOptions()
         if options.task == "translate" and not self.is_multilingual:
             raise OptionError(f"--task translate: model {self.model_name!r} is English-only; use a multilingual one")
         language = options.language
         if language and not self.is_multilingual and language != "en":
             raise OptionError(f"--language {language}: model {self.model_name!r} is English-only")
+        batched = options.batch_size > 1
+        clips = speech_clips(audio, options, max_clip_s=BATCH_CLIP_S if batched else None)
+        kept_s = sum(c.end - c.start for c in clips)
+        if not clips:
+            return iter(()), _NoSpeech(language, audio.size / SAMPLE_RATE)
         runner, extra = self._pipeline(options)
+        if batched:
+            extra["clip_timestamps"] = [{"start": c.start, "end": c.end} for c in clips]
+        else:
+            extra["clip_timestamps"] = [t for c in clips for t in (c.start, c.end)]
         raw, info = runner.transcribe(
             audio,
             language=language,
             task=options.task,
             beam_size=options.beam_size,
-            vad_filter=options.vad_filter,
+            vad_filter=False,
             word_timestamps=options.word_timestamps,
             initial_prompt=options.initial_prompt,
             hotwords=options.hotwords,
@@ -218,7 +268,11 @@ class Engine:
             temperature=list(options.temperature),
             **extra,
         )
-        return (_convert(i, s) for i, s in enumerate(raw)), info
+        length = round(audio.size / SAMPLE_RATE, 3)
+        rescued = [c for c in clips if c.rescued]
+        kept = (s for s in raw if not rescued or _confident_or_outside(s, rescued))
+        converted = (_clamped(_convert(i, s), length) for i, s in enumerate(kept))
+        return converted, _Info(info, kept_s)
 
     def transcribe(
         self,
@@ -236,8 +290,9 @@ class Engine:
         bound or cancel the decode itself, as the server does with its uploads.
 
         Files longer than ``window_s`` stream through in windows cut at quiet moments, so memory
-        is bounded by one window whatever the recording's length; the language found in the first
-        window is kept for the rest.
+        is bounded by one window whatever the recording's length. The language found first is kept
+        for the rest; each window starts with a fresh prompt (the previous window's text as prompt
+        cost accuracy on long recordings, see docs/design/long-form.md).
 
         Args:
             audio: A path to anything PyAV decodes, 16 kHz mono float32 samples, or an iterable of
@@ -298,17 +353,20 @@ class Engine:
                 segments.append(seg)
                 if on_segment is not None:
                     on_segment(seg)
-            if not detected:
+            if not detected and info.language is not None:
                 language, probability, detected = info.language, float(info.language_probability), True
             after_vad += float(info.duration_after_vad)
             run_s += time.perf_counter() - t1
+        length = round(total / SAMPLE_RATE, 3)
+        # Rounding window offsets can push the last times a millisecond past the end.
+        segments = [_clamped(s, length) for s in segments]
         return Transcript(
             source=source,
             text=" ".join(s.text.strip() for s in segments if s.text.strip()),
             segments=segments,
             language=language or "en",
             language_probability=round(probability, 4),
-            duration=round(total / SAMPLE_RATE, 3),
+            duration=length,
             duration_after_vad=round(after_vad, 3),
             model=self.model_name,
             options=options.to_dict(),
@@ -316,6 +374,127 @@ class Engine:
             timings={"decode_audio_s": round(decode_s, 4), "transcribe_s": round(run_s, 4)},
             warnings=list(report.warnings),
         )
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A stretch of a window to decode, in seconds; ``rescued``: the VAD rejected it, energy did not."""
+
+    start: float
+    end: float
+    rescued: bool = False
+
+
+def speech_clips(audio: np.ndarray, options: DecodeOptions, max_clip_s: float | None = None) -> list[Clip]:
+    """What of ``audio`` to decode: the VAD's speech, widely padded, plus rejected regions with energy.
+
+    The VAD only skips long non-speech (``vad_min_silence_ms``) and a rejected region is decoded again
+    when it is much louder than the window's noise floor, because Silero scores whispered, hoarse and
+    distant speech low; the text found there is kept only when Whisper is confident (see
+    :func:`_confident_or_outside`). ``max_clip_s`` splits longer clips at their quietest moments.
+    """
+    from whisperops.audio import SAMPLE_RATE, quiet_windows
+
+    length = audio.size
+    if length == 0 or _is_digital_silence(audio):
+        return []
+    if not options.vad_filter:
+        spans = [(0, length, False)]
+    else:
+        from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+        vad = VadOptions(
+            threshold=options.vad_threshold,
+            min_silence_duration_ms=options.vad_min_silence_ms,
+            speech_pad_ms=options.vad_speech_pad_ms,
+        )
+        speech = [(c["start"], min(c["end"], length)) for c in get_speech_timestamps(audio, vad)]
+        spans = [(a, b, False) for a, b in speech]
+        if options.vad_rescue:
+            spans = sorted(spans + [(a, b, True) for a, b in _loud_gaps(audio, speech)])
+    clips = []
+    for a, b, rescued in spans:
+        if max_clip_s is None or (b - a) <= max_clip_s * SAMPLE_RATE:
+            clips.append(Clip(round(a / SAMPLE_RATE, 3), round(b / SAMPLE_RATE, 3), rescued))
+            continue
+        for start, piece in quiet_windows([audio[a:b]], max_clip_s, search_s=min(10.0, max_clip_s / 2)):
+            s0 = a + start
+            clips.append(Clip(round(s0 / SAMPLE_RATE, 3), round((s0 + piece.size) / SAMPLE_RATE, 3), rescued))
+    return [c for c in clips if c.end > c.start]
+
+
+def _loud_gaps(audio: np.ndarray, speech: list[tuple[int, int]], hop: int = 320) -> list[tuple[int, int]]:
+    """The stretches between ``speech`` spans (samples) with energy well above the noise floor."""
+    import numpy as np
+
+    from whisperops.audio import SAMPLE_RATE
+
+    frames = audio[: audio.size // hop * hop].reshape(-1, hop)
+    if not frames.size:
+        return []
+    db = 10.0 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-10)
+    # Digital silence has no floor to speak of: judge against a quiet room instead.
+    floor = max(float(np.percentile(db, 10)), -70.0)
+    loud = db > floor + RESCUE_ABOVE_FLOOR_DB
+    bounds = [0, *(x for span in speech for x in span), audio.size]
+    gaps = []
+    min_loud = int(RESCUE_MIN_LOUD_S * SAMPLE_RATE / hop)
+    for a, b in zip(bounds[::2], bounds[1::2], strict=True):
+        fa, fb = a // hop, min(b // hop, loud.size)
+        hits = np.flatnonzero(loud[fa:fb])
+        if hits.size < min_loud:
+            continue
+        if float(np.std(db[fa + int(hits[0]) : fa + int(hits[-1]) + 1])) < RESCUE_MIN_MODULATION_DB:
+            continue
+        pad = SAMPLE_RATE // 5
+        start = max(a, (fa + int(hits[0])) * hop - pad)
+        end = min(b, (fa + int(hits[-1]) + 1) * hop + pad)
+        gaps.append((start, end))
+    return gaps
+
+
+def _confident_or_outside(seg: Any, rescued: list[Clip]) -> bool:
+    """Keep a segment unless it comes from a rescued clip and Whisper doubts it heard speech."""
+    mid = (seg.start + seg.end) / 2
+    if not any(c.start <= mid <= c.end for c in rescued):
+        return True
+    return seg.no_speech_prob < RESCUE_MAX_NO_SPEECH_PROB and seg.avg_logprob > RESCUE_MIN_AVG_LOGPROB
+
+
+class _Info:
+    """faster-whisper's info, with the audio we chose to decode as ``duration_after_vad``."""
+
+    def __init__(self, info: Any, after_vad: float) -> None:
+        self._info, self.duration_after_vad = info, after_vad
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._info, name)
+
+
+@dataclass
+class _NoSpeech:
+    """The info of a window with nothing to decode: no language heard."""
+
+    language: str | None
+    duration: float
+    language_probability: float = 0.0
+    duration_after_vad: float = 0.0
+
+
+def _clamped(seg: Segment, length: float) -> Segment:
+    """Times inside ``[0, length]``: Whisper's last timestamp can run past the end of the audio."""
+    if 0.0 <= seg.start <= seg.end <= length and all(0.0 <= w.start <= w.end <= length for w in seg.words or ()):
+        return seg
+
+    def fit(a: float, b: float) -> tuple[float, float]:
+        a = min(max(a, 0.0), length)
+        return a, min(max(b, a), length)
+
+    words = None
+    if seg.words is not None:
+        words = [replace(w, start=fit(w.start, w.end)[0], end=fit(w.start, w.end)[1]) for w in seg.words]
+    start, end = fit(seg.start, seg.end)
+    return replace(seg, start=start, end=end, words=words)
 
 
 def _shifted(seg: Segment, offset: float, index: int) -> Segment:

@@ -25,7 +25,7 @@ from whisperops.errors import WhisperOpsError
 from whisperops.paths import atomic_write_text, cache_dir
 from whisperops.results import Segment, Transcript
 from whisperops.sources import MediaItem, fetch, local_media
-from whisperops.writers import write_all
+from whisperops.writers import SubtitleOptions, write_all
 
 if TYPE_CHECKING:
     from whisperops.diarize import DiarizeSettings
@@ -138,6 +138,7 @@ def transcribe_item(
     cache: TranscriptCache | None = None,
     progress: Progress | None = None,
     diarize: DiarizeSettings | None = None,
+    subtitles: SubtitleOptions | None = None,
 ) -> ItemResult:
     """Never raises for a bad item: the error is in the result.
 
@@ -178,7 +179,7 @@ def transcribe_item(
 
             transcript = diarize_transcript(transcript, path, diarize, keep_words=keep_words)
         if output_dir and formats:
-            outputs, error = write_outputs(transcript, output_dir, item, formats)
+            outputs, error = write_outputs(transcript, output_dir, item, formats, subtitles)
             result = ItemResult(item, "failed" if error else status, transcript, error, outputs)
         else:
             result = ItemResult(item, status, transcript)
@@ -193,7 +194,11 @@ def transcribe_item(
 
 
 def write_outputs(
-    transcript: Transcript, output_dir: Path, item: MediaItem, formats: Sequence[str]
+    transcript: Transcript,
+    output_dir: Path,
+    item: MediaItem,
+    formats: Sequence[str],
+    subtitles: SubtitleOptions | None = None,
 ) -> tuple[list[Path], str | None]:
     """Write ``item``'s files; a failure (disk full, a name the file system refuses) is returned, not raised.
 
@@ -201,7 +206,7 @@ def write_outputs(
     writes it without decoding again.
     """
     try:
-        return write_all(transcript, output_dir, item.name, formats), None
+        return write_all(transcript, output_dir, item.name, formats, subtitles), None
     except OSError as err:
         target = Path(output_dir) / f"{item.name}.*"
         return [], f"{item.source}: cannot write {target} ({err.strerror or err}); check the space and rights there"
@@ -217,6 +222,7 @@ def transcribe_items(
     cache: TranscriptCache | None = None,
     progress: Progress | None = None,
     diarize: DiarizeSettings | None = None,
+    subtitles: SubtitleOptions | None = None,
 ) -> list[ItemResult]:
     return [
         transcribe_item(
@@ -228,6 +234,7 @@ def transcribe_items(
             cache=cache,
             progress=progress,
             diarize=diarize,
+            subtitles=subtitles,
         )
         for item in items
     ]

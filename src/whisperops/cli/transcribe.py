@@ -12,6 +12,7 @@ from whisperops.cli.options import option
 from whisperops.diarize import DiarizeSettings
 from whisperops.engine import DecodeOptions, EngineConfig
 from whisperops.errors import OptionError
+from whisperops.writers import SubtitleOptions
 
 if TYPE_CHECKING:
     import asyncio
@@ -33,6 +34,13 @@ def transcribe_cmd(
     batch_size: int = option(DecodeOptions, "batch_size", "--batch-size"),
     word_timestamps: bool = option(DecodeOptions, "word_timestamps", "--word-timestamps"),
     vad: bool = option(DecodeOptions, "vad_filter", "--vad/--no-vad"),
+    vad_threshold: float = option(DecodeOptions, "vad_threshold", "--vad-threshold"),
+    vad_min_silence_ms: int = option(DecodeOptions, "vad_min_silence_ms", "--vad-min-silence-ms"),
+    vad_speech_pad_ms: int = option(DecodeOptions, "vad_speech_pad_ms", "--vad-speech-pad-ms"),
+    vad_rescue: bool = option(DecodeOptions, "vad_rescue", "--vad-rescue/--no-vad-rescue"),
+    max_line_width: int = option(SubtitleOptions, "max_line_width", "--max-line-width"),
+    max_line_count: int = option(SubtitleOptions, "max_line_count", "--max-line-count"),
+    max_cue_duration: float = option(SubtitleOptions, "max_cue_duration", "--max-cue-duration"),
     initial_prompt: str | None = option(DecodeOptions, "initial_prompt", "--initial-prompt"),
     hotwords: str | None = option(DecodeOptions, "hotwords", "--hotwords"),
     device: str = option(EngineConfig, "device", "--device"),
@@ -73,15 +81,20 @@ def transcribe_cmd(
         batch_size=batch_size,
         word_timestamps=word_timestamps,
         vad_filter=vad,
+        vad_threshold=vad_threshold,
+        vad_min_silence_ms=vad_min_silence_ms,
+        vad_speech_pad_ms=vad_speech_pad_ms,
+        vad_rescue=vad_rescue,
         initial_prompt=initial_prompt,
         hotwords=hotwords,
     )
     speakers = _diarize_settings(diarize, num_speakers, min_speakers, max_speakers, channels)
+    subtitles = SubtitleOptions(max_line_width, max_line_count, max_cue_duration)
     checks.check_run(model, device, compute_type, threads, options.language, options.task)
     checks.check_output_dir(output_dir)
     if in_process:
         results = _transcribe_here(
-            sources, model, output_dir, fmt_list, options, device, compute_type, threads, cache, speakers
+            sources, model, output_dir, fmt_list, options, device, compute_type, threads, cache, speakers, subtitles
         )
     else:
         results = _transcribe_with_flow(
@@ -97,6 +110,13 @@ def transcribe_cmd(
                 "batch_size": batch_size,
                 "word_timestamps": word_timestamps,
                 "vad": vad,
+                "vad_threshold": vad_threshold,
+                "vad_min_silence_ms": vad_min_silence_ms,
+                "vad_speech_pad_ms": vad_speech_pad_ms,
+                "vad_rescue": vad_rescue,
+                "max_line_width": max_line_width,
+                "max_line_count": max_line_count,
+                "max_cue_duration": max_cue_duration,
                 "initial_prompt": initial_prompt or "",
                 "hotwords": hotwords or "",
                 "device": device,
@@ -135,7 +155,9 @@ def _diarize_params(settings: DiarizeSettings | None) -> dict:
     return {"diarize": True, "channels": settings.channels, **{k: v for k, v in counts.items() if v is not None}}
 
 
-def _transcribe_here(sources, model, output_dir, fmt_list, options, device, compute_type, threads, cache, speakers):
+def _transcribe_here(
+    sources, model, output_dir, fmt_list, options, device, compute_type, threads, cache, speakers, subtitles
+):
     from whisperops.engine import Engine
     from whisperops.pipeline import TranscriptCache, transcribe_items
     from whisperops.sources import resolve
@@ -152,6 +174,7 @@ def _transcribe_here(sources, model, output_dir, fmt_list, options, device, comp
             cache=TranscriptCache() if cache else None,
             progress=progress,
             diarize=speakers,
+            subtitles=subtitles,
         )
 
 

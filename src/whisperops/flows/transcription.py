@@ -30,7 +30,9 @@ import os
 from metaflow import Config, FlowSpec, Parameter, card, config_expr, current, schedule, step
 
 from whisperops.diarize import DiarizeSettings
+from whisperops.engine import DecodeOptions
 from whisperops.flows import parameter
+from whisperops.writers import SubtitleOptions
 
 CRASH_ENV = "WHISPEROPS_TEST_CRASH_SHARD"
 SOURCES_ENV = "WHISPEROPS_SOURCES"
@@ -59,14 +61,21 @@ class TranscriptionFlow(FlowSpec):
         "such source (comma-separated also works). Defaults to $WHISPEROPS_SOURCES.",
     )
     model = Parameter("model", default="tiny.en", help="Registry name (tiny.en, base, ...) or CT2 model directory.")
-    language = Parameter("language", default="auto", help="Language code, or auto to detect per item.")
-    task = Parameter("task", default="transcribe", help="transcribe, or translate (to English).")
-    beam_size = Parameter("beam-size", type=int, default=5, help="Beam width (1 = greedy).")
-    batch_size = Parameter("batch-size", type=int, default=0, help="> 1: batched inference over VAD chunks.")
-    word_timestamps = Parameter("word-timestamps", type=bool, default=False, help="Time every word.")
+    language = parameter(DecodeOptions, "language", "language")
+    task = parameter(DecodeOptions, "task", "task")
+    beam_size = parameter(DecodeOptions, "beam_size", "beam-size", type=int)
+    batch_size = parameter(DecodeOptions, "batch_size", "batch-size", type=int)
+    word_timestamps = parameter(DecodeOptions, "word_timestamps", "word-timestamps", type=bool)
     vad = Parameter("vad", type=bool, default=True, help="Skip non-speech with Silero VAD.")
-    initial_prompt = Parameter("initial-prompt", default="", help="Text to prime the decoder.")
-    hotwords = Parameter("hotwords", default="", help="Words to bias decoding towards.")
+    vad_threshold = parameter(DecodeOptions, "vad_threshold", "vad-threshold", type=float)
+    vad_min_silence_ms = parameter(DecodeOptions, "vad_min_silence_ms", "vad-min-silence-ms", type=int)
+    vad_speech_pad_ms = parameter(DecodeOptions, "vad_speech_pad_ms", "vad-speech-pad-ms", type=int)
+    vad_rescue = parameter(DecodeOptions, "vad_rescue", "vad-rescue", type=bool)
+    max_line_width = parameter(SubtitleOptions, "max_line_width", "max-line-width", type=int)
+    max_line_count = parameter(SubtitleOptions, "max_line_count", "max-line-count", type=int)
+    max_cue_duration = parameter(SubtitleOptions, "max_cue_duration", "max-cue-duration", type=float)
+    initial_prompt = parameter(DecodeOptions, "initial_prompt", "initial-prompt")
+    hotwords = parameter(DecodeOptions, "hotwords", "hotwords")
     formats = Parameter("formats", default="txt,srt,vtt,json", help="Comma list of txt,srt,vtt,tsv,json, or all.")
     output_dir = Parameter(
         "output-dir", default="", help="Where postprocess writes the output files (empty: datastore only)."
@@ -99,10 +108,10 @@ class TranscriptionFlow(FlowSpec):
         import json
         import math
         import time
+        from dataclasses import asdict
         from pathlib import Path
 
         from whisperops import checks
-        from whisperops.engine import DecodeOptions
         from whisperops.pipeline import ItemResult, TranscriptCache, plan_shards
         from whisperops.sources import resolve
         from whisperops.writers import parse_formats
@@ -117,9 +126,16 @@ class TranscriptionFlow(FlowSpec):
             batch_size=self.batch_size,
             word_timestamps=self.word_timestamps,
             vad_filter=self.vad,
+            vad_threshold=self.vad_threshold,
+            vad_min_silence_ms=self.vad_min_silence_ms,
+            vad_speech_pad_ms=self.vad_speech_pad_ms,
+            vad_rescue=self.vad_rescue,
             initial_prompt=self.initial_prompt or None,
             hotwords=self.hotwords or None,
         ).to_dict()
+        self.subtitles = asdict(
+            SubtitleOptions(self.max_line_width, self.max_line_count, self.max_cue_duration)
+        )  # a bad layout fails here, before any decoding
         options = DecodeOptions(**self.options)
         # Every bad option fails here, once, in one line, before a transcribe task starts or a model loads.
         checks.check_count("--shard-size", self.shard_size, "one shard per CPU core")
@@ -165,7 +181,7 @@ class TranscriptionFlow(FlowSpec):
         import time
         from pathlib import Path
 
-        from whisperops.engine import DecodeOptions, Engine
+        from whisperops.engine import Engine
         from whisperops.pipeline import TranscriptCache, transcribe_items
         from whisperops.sources import MediaItem
 
@@ -190,6 +206,7 @@ class TranscriptionFlow(FlowSpec):
                 cache=TranscriptCache() if self.use_cache else None,
                 progress=_PrintProgress(),
                 diarize=DiarizeSettings(**self.diarize_settings) if self.diarize_settings else None,
+                subtitles=SubtitleOptions(**self.subtitles),
             )
             self.item_results = [r.to_dict() for r in results]
         self.task_s = time.perf_counter() - t0
@@ -213,8 +230,10 @@ class TranscriptionFlow(FlowSpec):
         from whisperops.results import Transcript
         from whisperops.sources import MediaItem
 
-        self.merge_artifacts(inputs, include=["started_at", "early_results", "order", "format_list", "model"])
         # Names are unique within a run (sources.resolve), so each row is its own item's.
+        self.merge_artifacts(
+            inputs, include=["started_at", "early_results", "order", "format_list", "model", "subtitles"]
+        )
         by_name = {r["item"]["name"]: r for r in self.early_results}
         for inp in inputs:
             by_name.update({r["item"]["name"]: r for r in inp.item_results})
@@ -228,7 +247,11 @@ class TranscriptionFlow(FlowSpec):
                     continue
                 item = MediaItem.from_dict(r["item"])
                 paths, error = write_outputs(
-                    Transcript.from_dict(r["transcript"]), Path(self.output_dir), item, self.format_list
+                    Transcript.from_dict(r["transcript"]),
+                    Path(self.output_dir),
+                    item,
+                    self.format_list,
+                    SubtitleOptions(**self.subtitles),
                 )
                 r["outputs"] = [str(p) for p in paths]
                 if error:
