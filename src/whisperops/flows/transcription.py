@@ -29,6 +29,9 @@ import os
 
 from metaflow import Config, FlowSpec, Parameter, card, config_expr, current, schedule, step
 
+from whisperops.config import default_of, help_of
+from whisperops.engine import DecodeOptions
+
 CRASH_ENV = "WHISPEROPS_TEST_CRASH_SHARD"
 SOURCES_ENV = "WHISPEROPS_SOURCES"
 
@@ -62,6 +65,7 @@ class TranscriptionFlow(FlowSpec):
     batch_size = Parameter("batch-size", type=int, default=0, help="> 1: batched inference over VAD chunks.")
     word_timestamps = Parameter("word-timestamps", type=bool, default=False, help="Time every word.")
     vad = Parameter("vad", type=bool, default=True, help="Skip non-speech with Silero VAD.")
+    pack = Parameter("pack", type=bool, default=default_of(DecodeOptions, "pack"), help=help_of(DecodeOptions, "pack"))
     initial_prompt = Parameter("initial-prompt", default="", help="Text to prime the decoder.")
     hotwords = Parameter("hotwords", default="", help="Words to bias decoding towards.")
     formats = Parameter("formats", default="txt,srt,vtt,json", help="Comma list of txt,srt,vtt,tsv,json, or all.")
@@ -109,6 +113,7 @@ class TranscriptionFlow(FlowSpec):
             batch_size=self.batch_size,
             word_timestamps=self.word_timestamps,
             vad_filter=self.vad,
+            pack=self.pack,
             initial_prompt=self.initial_prompt or None,
             hotwords=self.hotwords or None,
         ).to_dict()
