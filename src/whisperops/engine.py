@@ -340,7 +340,8 @@ class Engine:
         sources = sources or [f"<array {i}>" for i in range(len(audios))]
         start = time.perf_counter()
         decoded = _PackedDecoder(self, options).run(audios)
-        share = (time.perf_counter() - start) / max(1, sum(a.size for a in audios))
+        batch_s = time.perf_counter() - start
+        share = batch_s / max(1, sum(a.size for a in audios))
         transcripts = []
         for audio, source, segments in zip(audios, sources, decoded, strict=True):
             if segments is None:
@@ -358,7 +359,11 @@ class Engine:
                     model=self.model_name,
                     options=options.to_dict(),
                     # The batch's time, shared out by length: what each clip cost of it.
-                    timings={"decode_audio_s": 0.0, "transcribe_s": round(share * audio.size, 4)},
+                    timings={
+                        "decode_audio_s": 0.0,
+                        "transcribe_s": round(share * audio.size, 4),
+                        "packed_batch_s": round(batch_s, 4),
+                    },
                 )
             )
         return transcripts
@@ -563,14 +568,14 @@ class _PackedDecoder:
         shift = (piece.offset - piece.at) / SAMPLE_RATE
 
         def moved(t: float) -> float:
-            return round(min(max(t + shift, 0.0), length), 3)
+            return round(min(max(float(t) + shift, 0.0), length), 3)
 
         groups: dict[int, tuple[Any, list[Any]]] = {}
         for word, seg in found:
             groups.setdefault(id(seg), (seg, []))[1].append(word)
         segments = []
         for seg, ws in groups.values():
-            timed = [Word(moved(w.start), moved(w.end), w.word, round(w.probability, 4)) for w in ws]
+            timed = [Word(moved(w.start), moved(w.end), w.word, round(float(w.probability), 4)) for w in ws]
             segments.append(
                 Segment(
                     id=len(segments),
