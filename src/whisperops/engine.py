@@ -331,6 +331,8 @@ class Engine:
         Each transcript holds only its own clip's words, timed from its clip's start; a clip whose
         shared decode looks doubtful is decoded again alone by :meth:`transcribe`.
         """
+        from whisperops.audio import SAMPLE_RATE
+
         options = options or DecodeOptions()
         if not packing_applies(self, options):
             raise OptionError("packed decoding needs --language with a multilingual model, and --pack")
@@ -459,6 +461,8 @@ def _speech_span(audio: np.ndarray, options: DecodeOptions) -> tuple[int, int] |
 
 def _pack(spans: list[tuple[int, int, int]]) -> list[list[tuple[int, int, int]]]:
     """Spans (clip, start, end) into windows of at most PACK_WINDOW_S, gaps included (first fit)."""
+    from whisperops.audio import SAMPLE_RATE
+
     limit, gap = int(PACK_WINDOW_S * SAMPLE_RATE), int(PACK_GAP_S * SAMPLE_RATE)
     windows: list[list[tuple[int, int, int]]] = []
     used: list[int] = []
@@ -480,6 +484,8 @@ def _covered(piece: _Piece, found: list[tuple[Any, Any]]) -> bool:
     Whisper sometimes skips a sentence of a full window, or ends the window early; the VAD has
     trimmed the piece to its speech, so a long unheard stretch at either end means words are missing.
     """
+    from whisperops.audio import SAMPLE_RATE
+
     seconds = piece.length / SAMPLE_RATE
     if not found or len(found) < PACK_MIN_WORDS_PER_S * seconds:
         return False
@@ -495,6 +501,10 @@ class _PackedDecoder:
 
     def run(self, audios: list[np.ndarray]) -> list[list[Segment] | None]:
         """Per clip: its segments (times in the clip), or None where it must be decoded alone."""
+        import numpy as np
+
+        from whisperops.audio import SAMPLE_RATE
+
         result: list[list[Segment] | None] = [[] for _ in audios]
         spans = []
         for i, audio in enumerate(audios):
@@ -532,6 +542,8 @@ class _PackedDecoder:
         """Words per clip (word, its segment), and the clips of windows to decode again."""
         from faster_whisper import BatchedInferencePipeline
 
+        from whisperops.audio import SAMPLE_RATE
+
         if self.engine._batched is None:
             self.engine._batched = BatchedInferencePipeline(model=self.engine.model)
         options = self.options
@@ -564,6 +576,8 @@ class _PackedDecoder:
 
     def _segments(self, found: list[tuple[Any, Any]], piece: _Piece) -> list[Segment]:
         """The clip's words, grouped as Whisper grouped them, timed from the clip's first sample."""
+        from whisperops.audio import SAMPLE_RATE
+
         length = (piece.offset + piece.length) / SAMPLE_RATE
         shift = (piece.offset - piece.at) / SAMPLE_RATE
 

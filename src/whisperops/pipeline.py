@@ -16,17 +16,18 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
-import numpy as np
-
-from whisperops.audio import SAMPLE_RATE, file_sha256, load_audio, probe_duration
+from whisperops.audio import SAMPLE_RATE, DecodeReport, file_sha256, load_audio, probe_duration
 from whisperops.engine import PACK_BATCH_SIZE, PACK_WINDOW_S, DecodeOptions, Engine, packing_applies
 from whisperops.errors import WhisperOpsError
 from whisperops.paths import atomic_write_text, cache_dir
 from whisperops.results import Segment, Transcript
 from whisperops.sources import MediaItem, fetch, local_media
 from whisperops.writers import write_all
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -263,11 +264,14 @@ def _transcribe_packed(
             if loaded:
                 try:
                     transcripts = engine.transcribe_packed(
-                        [audio for _, audio in loaded], options, sources=[items[i].source for i, _ in loaded]
+                        [audio for _, audio, _ in loaded], options, sources=[items[i].source for i, _, _ in loaded]
                     )
                 except Exception:  # the items' own decodes (below) say what is wrong with them
                     log.exception("packed decode of %d clips failed; decoding them one by one", len(loaded))
-            decoded = {i: t for (i, _), t in zip(loaded, transcripts, strict=False)}
+            decoded = {}
+            for (i, _, warnings), transcript in zip(loaded, transcripts, strict=False):
+                transcript.warnings = [*warnings, *transcript.warnings]
+                decoded[i] = transcript
             for i in group:
                 finish(i, decoded.get(i))
     for i, result in enumerate(results):
@@ -299,17 +303,19 @@ def _pack_groups(
     return groups
 
 
-def _load_group(items: Sequence[MediaItem], group: list[int]) -> list[tuple[int, np.ndarray]]:
-    """The group's audio; an item that will not load is left out (its own decode reports why)."""
+def _load_group(items: Sequence[MediaItem], group: list[int]) -> list[tuple[int, np.ndarray, list[str]]]:
+    """The group's audio and decoding warnings; an item that will not load is left out (its own
+    decode reports why)."""
     loaded = []
     for i in group:
         path = local_media(items[i])
+        report = DecodeReport()
         try:
-            audio = load_audio(path) if path is not None else None
+            audio = load_audio(path, report=report) if path is not None else None
         except WhisperOpsError:
             continue
         if audio is not None and audio.size <= PACK_WINDOW_S * SAMPLE_RATE:
-            loaded.append((i, audio))
+            loaded.append((i, audio, list(report.warnings)))
     return loaded
 
 
