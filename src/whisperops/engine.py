@@ -341,11 +341,12 @@ class Engine:
             raise OptionError(f"clips {too_long} are longer than {PACK_WINDOW_S:g} s: transcribe them one by one")
         sources = sources or [f"<array {i}>" for i in range(len(audios))]
         start = time.perf_counter()
-        decoded = _PackedDecoder(self, options).run(audios)
+        decoder = _PackedDecoder(self, options)
+        decoded = decoder.run(audios)
         batch_s = time.perf_counter() - start
         share = batch_s / max(1, sum(a.size for a in audios))
         transcripts = []
-        for audio, source, segments in zip(audios, sources, decoded, strict=True):
+        for i, (audio, source, segments) in enumerate(zip(audios, sources, decoded, strict=True)):
             if segments is None:
                 transcripts.append(self.transcribe(audio, options, source=source))
                 continue
@@ -357,7 +358,7 @@ class Engine:
                     language=options.language or "en",
                     language_probability=1.0,
                     duration=round(audio.size / SAMPLE_RATE, 3),
-                    duration_after_vad=round(audio.size / SAMPLE_RATE, 3),
+                    duration_after_vad=round(decoder.kept.get(i, 0) / SAMPLE_RATE, 3),
                     model=self.model_name,
                     options=options.to_dict(),
                     # The batch's time, shared out by length: what each clip cost of it.
@@ -417,8 +418,7 @@ PACK_BATCH_SIZE = 8
 # batched pipeline never retries) has its clips decoded again one by one, by the sequential path.
 PACK_MAX_COMPRESSION = 2.4
 PACK_MIN_AVG_LOGPROB = -1.0
-
-
+# ...and so does a window where a clip got too few words, or none near its start or end (see _covered).
 PACK_MIN_WORDS_PER_S = 1.0
 PACK_MAX_UNHEARD_S = 2.0
 
@@ -498,6 +498,7 @@ class _PackedDecoder:
 
     def __init__(self, engine: Engine, options: DecodeOptions) -> None:
         self.engine, self.options = engine, options
+        self.kept: dict[int, int] = {}  # samples of each clip that were decoded (after the VAD's trim)
 
     def run(self, audios: list[np.ndarray]) -> list[list[Segment] | None]:
         """Per clip: its segments (times in the clip), or None where it must be decoded alone."""
@@ -511,6 +512,7 @@ class _PackedDecoder:
             span = _speech_span(audio, self.options)
             if span is not None:
                 spans.append((i, *span))
+                self.kept[i] = span[1] - span[0]
         if not spans:
             return result
         windows = _pack(spans)
