@@ -189,7 +189,7 @@ def test_second_run_transcribes_nothing_new(shared_speech, tmp_path):
     )
     assert first.returncode == 0, first.stdout + first.stderr
     assert "run id:" not in first.stdout, "--in-process does not start Metaflow"
-    second = cli("transcribe", str(clip), "-o", str(tmp_path / "b"), "--formats", "txt")
+    second = cli("transcribe", str(clip), "-o", str(tmp_path / "b"), "--formats", "txt", "--flow")
     assert second.returncode == 0, second.stdout + second.stderr
     assert "run id: TranscriptionFlow/" in second.stdout and "card: /" in second.stdout
     assert "cached" in second.stdout

@@ -71,6 +71,11 @@ class DecodeOptions:
     initial_prompt: str | None = setting(None, help="Text to prime the decoder.")
     hotwords: str | None = setting(None, help="Words to bias decoding towards.")
     batch_size: int = setting(0, help="> 1: batched inference (BatchedInferencePipeline) over speech chunks.")
+    pack: bool = setting(
+        True,
+        help="Decode short clips several to one 30 s window, in batches (longer files, and doubtful windows, "
+        "are decoded one by one).",
+    )
     condition_on_previous_text: bool = setting(True, help="Feed each window the previous window's text.")
     temperature: tuple[float, ...] = setting(
         (0.0, 0.2, 0.4, 0.6, 0.8, 1.0), help="Sampling temperatures, tried in turn when a window fails."
@@ -375,6 +380,55 @@ class Engine:
             warnings=list(report.warnings),
         )
 
+    # --- Many short clips at once (see "Packed short clips" below) ---------------------------------
+    def transcribe_packed(
+        self, audios: list[np.ndarray], options: DecodeOptions | None = None, *, sources: list[str] | None = None
+    ) -> list[Transcript]:
+        """Transcribe clips of up to ``PACK_WINDOW_S`` each (16 kHz arrays) as one batch, in order.
+
+        Each transcript holds only its own clip's words, timed from its clip's start; a clip whose
+        shared decode looks doubtful is decoded again alone by :meth:`transcribe`.
+        """
+        from whisperops.audio import SAMPLE_RATE
+
+        options = options or DecodeOptions()
+        if not packing_applies(self, options):
+            raise OptionError("packed decoding needs --language with a multilingual model, and --pack")
+        too_long = [i for i, a in enumerate(audios) if a.size > PACK_WINDOW_S * SAMPLE_RATE]
+        if too_long:
+            raise OptionError(f"clips {too_long} are longer than {PACK_WINDOW_S:g} s: transcribe them one by one")
+        sources = sources or [f"<array {i}>" for i in range(len(audios))]
+        start = time.perf_counter()
+        decoder = _PackedDecoder(self, options)
+        decoded = decoder.run(audios)
+        batch_s = time.perf_counter() - start
+        share = batch_s / max(1, sum(a.size for a in audios))
+        transcripts = []
+        for i, (audio, source, segments) in enumerate(zip(audios, sources, decoded, strict=True)):
+            if segments is None:
+                transcripts.append(self.transcribe(audio, options, source=source))
+                continue
+            transcripts.append(
+                Transcript(
+                    source=source,
+                    text=" ".join(s.text.strip() for s in segments if s.text.strip()),
+                    segments=segments,
+                    language=options.language or "en",
+                    language_probability=1.0,
+                    duration=round(audio.size / SAMPLE_RATE, 3),
+                    duration_after_vad=round(decoder.kept.get(i, 0) / SAMPLE_RATE, 3),
+                    model=self.model_name,
+                    options=options.to_dict(),
+                    # The batch's time, shared out by length: what each clip cost of it.
+                    timings={
+                        "decode_audio_s": 0.0,
+                        "transcribe_s": round(share * audio.size, 4),
+                        "packed_batch_s": round(batch_s, 4),
+                    },
+                )
+            )
+        return transcripts
+
 
 @dataclass(frozen=True)
 class Clip:
@@ -535,3 +589,208 @@ def _convert(index: int, s: Any) -> Segment:
         seek=int(s.seek),
         tokens=list(s.tokens),
     )
+
+
+# --- Packed short clips ------------------------------------------------------------------------
+# Whisper's encoder always reads a 30 s window, so a 3 s clip decoded alone pays for ten times its
+# audio. Clips up to PACK_WINDOW_S are laid end to end, PACK_GAP_S of silence apart, into shared
+# windows that BatchedInferencePipeline decodes several at once; every word then goes back to the
+# clip its time falls in. Whisper reads straight across the gaps (one segment can hold the end of
+# one clip and the start of the next), which is why words, not segments, are what is split.
+# Windows are filled to PACK_WINDOW_S, not 30 s: in fuller windows Whisper skips sentences more
+# often, and each skip sends the window's clips back to the sequential path.
+PACK_WINDOW_S = 22.0
+PACK_GAP_S = 1.0
+PACK_BATCH_SIZE = 8
+# A window whose decode looks like one faster-whisper would retry at a higher temperature (the
+# batched pipeline never retries) has its clips decoded again one by one, by the sequential path.
+PACK_MAX_COMPRESSION = 2.4
+PACK_MIN_AVG_LOGPROB = -1.0
+# ...and so does a window where a clip got too few words, or none near its start or end (see _covered).
+PACK_MIN_WORDS_PER_S = 1.0
+PACK_MAX_UNHEARD_S = 2.0
+
+
+@dataclass(frozen=True)
+class _Piece:
+    """One clip's audio inside the packed array: ``at`` (samples) holds the clip's ``offset``."""
+
+    clip: int
+    at: int
+    length: int
+    offset: int
+
+
+def packing_applies(engine: Engine, options: DecodeOptions) -> bool:
+    """Whether :meth:`Engine.transcribe_packed` may decode these options: one language for all clips.
+
+    Clips packed together share one language detection, so a multilingual model must be told the
+    language; a ``batch_size`` of 1 asks for the plain sequential decoder, and so does ``pack``.
+    """
+    return options.pack and options.batch_size != 1 and (options.language is not None or not engine.is_multilingual)
+
+
+def _speech_span(audio: np.ndarray, options: DecodeOptions) -> tuple[int, int] | None:
+    """The part of a clip worth decoding (samples), or None when it holds no speech.
+
+    Only leading and trailing non-speech is cut: pauses inside a short clip cost little window.
+    """
+    if _is_digital_silence(audio):
+        return None
+    if not options.vad_filter:
+        return 0, audio.size
+    from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+    speech = get_speech_timestamps(audio, VadOptions())
+    if not speech:
+        return None
+    return int(speech[0]["start"]), min(int(speech[-1]["end"]), audio.size)
+
+
+def _pack(spans: list[tuple[int, int, int]]) -> list[list[tuple[int, int, int]]]:
+    """Spans (clip, start, end) into windows of at most PACK_WINDOW_S, gaps included (first fit)."""
+    from whisperops.audio import SAMPLE_RATE
+
+    limit, gap = int(PACK_WINDOW_S * SAMPLE_RATE), int(PACK_GAP_S * SAMPLE_RATE)
+    windows: list[list[tuple[int, int, int]]] = []
+    used: list[int] = []
+    for span in sorted(spans, key=lambda s: s[1] - s[2]):
+        need = span[2] - span[1]
+        j = next((j for j, u in enumerate(used) if u + gap + need <= limit), None)
+        if j is None:
+            windows.append([span])
+            used.append(need)
+        else:
+            windows[j].append(span)
+            used[j] += gap + need
+    return windows
+
+
+def _covered(piece: _Piece, found: list[tuple[Any, Any]]) -> bool:
+    """Whether the words given to ``piece`` plausibly are all of it: dense enough, start to end.
+
+    Whisper sometimes skips a sentence of a full window, or ends the window early; the VAD has
+    trimmed the piece to its speech, so a long unheard stretch at either end means words are missing.
+    """
+    from whisperops.audio import SAMPLE_RATE
+
+    seconds = piece.length / SAMPLE_RATE
+    if not found or len(found) < PACK_MIN_WORDS_PER_S * seconds:
+        return False
+    start, end = piece.at / SAMPLE_RATE, (piece.at + piece.length) / SAMPLE_RATE
+    return found[0][0].start - start <= PACK_MAX_UNHEARD_S and end - found[-1][0].end <= PACK_MAX_UNHEARD_S
+
+
+class _PackedDecoder:
+    """Decodes many short clips through shared windows; see the block comment above."""
+
+    def __init__(self, engine: Engine, options: DecodeOptions) -> None:
+        self.engine, self.options = engine, options
+        self.kept: dict[int, int] = {}  # samples of each clip that were decoded (after the VAD's trim)
+
+    def run(self, audios: list[np.ndarray]) -> list[list[Segment] | None]:
+        """Per clip: its segments (times in the clip), or None where it must be decoded alone."""
+        import numpy as np
+
+        from whisperops.audio import SAMPLE_RATE
+
+        result: list[list[Segment] | None] = [[] for _ in audios]
+        spans = []
+        for i, audio in enumerate(audios):
+            span = _speech_span(audio, self.options)
+            if span is not None:
+                spans.append((i, *span))
+                self.kept[i] = span[1] - span[0]
+        if not spans:
+            return result
+        windows = _pack(spans)
+        gap = int(PACK_GAP_S * SAMPLE_RATE)
+        parts, pieces, clip_timestamps, at = [], [], [], 0
+        for window in windows:
+            start = at
+            for n, (i, a, b) in enumerate(window):
+                if n:
+                    parts.append(np.zeros(gap, dtype=np.float32))
+                    at += gap
+                parts.append(audios[i][a:b])
+                pieces.append(_Piece(i, at, b - a, a))
+                at += b - a
+            clip_timestamps.append({"start": start / SAMPLE_RATE, "end": at / SAMPLE_RATE})
+        words, retry = self._decode(np.concatenate(parts), clip_timestamps, pieces)
+        retry |= {p.clip for p in pieces if not _covered(p, words.get(p.clip, []))}
+        # A clip that lost words may have lost them to a neighbour: its whole window goes again.
+        alone = {i for window in windows if any(c in retry for c, _, _ in window) for i, _, _ in window}
+        log.info("packed %d clips into %d windows; %d to decode again alone", len(pieces), len(windows), len(alone))
+        for piece in pieces:
+            found = words.get(piece.clip, [])
+            result[piece.clip] = None if piece.clip in alone else self._segments(found, piece)
+        return result
+
+    def _decode(
+        self, audio: np.ndarray, clip_timestamps: list[dict[str, float]], pieces: list[_Piece]
+    ) -> tuple[dict[int, list[tuple[Any, Any]]], set[int]]:
+        """Words per clip (word, its segment), and the clips of windows to decode again."""
+        from faster_whisper import BatchedInferencePipeline
+
+        from whisperops.audio import SAMPLE_RATE
+
+        if self.engine._batched is None:
+            self.engine._batched = BatchedInferencePipeline(model=self.engine.model)
+        options = self.options
+        raw, _ = self.engine._batched.transcribe(
+            audio,
+            language=options.language or "en",
+            task=options.task,
+            beam_size=options.beam_size,
+            word_timestamps=True,
+            without_timestamps=True,
+            initial_prompt=options.initial_prompt,
+            hotwords=options.hotwords,
+            clip_timestamps=clip_timestamps,
+            batch_size=max(options.batch_size, PACK_BATCH_SIZE),
+        )
+        half_gap = PACK_GAP_S * SAMPLE_RATE / 2
+        words: dict[int, list[tuple[Any, Any]]] = {}
+        retry: set[int] = set()
+        for seg in raw:
+            suspect = seg.compression_ratio > PACK_MAX_COMPRESSION or seg.avg_logprob < PACK_MIN_AVG_LOGPROB
+            for word in seg.words or ():
+                mid = (word.start + word.end) / 2 * SAMPLE_RATE
+                piece = min(pieces, key=lambda p: max(p.at - mid, mid - (p.at + p.length), 0.0))
+                if max(piece.at - mid, mid - (piece.at + piece.length)) > half_gap:
+                    continue  # a word in no clip's reach: nothing to give it to
+                words.setdefault(piece.clip, []).append((word, seg))
+                if suspect:
+                    retry.add(piece.clip)
+        return words, retry
+
+    def _segments(self, found: list[tuple[Any, Any]], piece: _Piece) -> list[Segment]:
+        """The clip's words, grouped as Whisper grouped them, timed from the clip's first sample."""
+        from whisperops.audio import SAMPLE_RATE
+
+        length = (piece.offset + piece.length) / SAMPLE_RATE
+        shift = (piece.offset - piece.at) / SAMPLE_RATE
+
+        def moved(t: float) -> float:
+            return round(min(max(float(t) + shift, 0.0), length), 3)
+
+        groups: dict[int, tuple[Any, list[Any]]] = {}
+        for word, seg in found:
+            groups.setdefault(id(seg), (seg, []))[1].append(word)
+        segments = []
+        for seg, ws in groups.values():
+            timed = [Word(moved(w.start), moved(w.end), w.word, round(float(w.probability), 4)) for w in ws]
+            segments.append(
+                Segment(
+                    id=len(segments),
+                    start=timed[0].start,
+                    end=timed[-1].end,
+                    text="".join(w.word for w in ws),
+                    avg_logprob=round(seg.avg_logprob, 4),
+                    no_speech_prob=round(seg.no_speech_prob, 4),
+                    compression_ratio=round(seg.compression_ratio, 4),
+                    temperature=seg.temperature,
+                    words=timed if self.options.word_timestamps else None,
+                )
+            )
+        return segments

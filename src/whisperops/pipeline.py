@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from whisperops.audio import file_sha256, probe_duration
-from whisperops.engine import DecodeOptions, Engine
+from whisperops.audio import SAMPLE_RATE, DecodeReport, file_sha256, load_audio, probe_duration
+from whisperops.engine import PACK_BATCH_SIZE, PACK_WINDOW_S, DecodeOptions, Engine, packing_applies
 from whisperops.errors import WhisperOpsError
 from whisperops.paths import atomic_write_text, cache_dir
 from whisperops.results import Segment, Transcript
@@ -29,6 +29,9 @@ from whisperops.writers import SubtitleOptions, write_all
 
 if TYPE_CHECKING:
     from whisperops.diarize import DiarizeSettings
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -139,11 +142,13 @@ def transcribe_item(
     progress: Progress | None = None,
     diarize: DiarizeSettings | None = None,
     subtitles: SubtitleOptions | None = None,
+    decoded: Transcript | None = None,
 ) -> ItemResult:
     """Never raises for a bad item: the error is in the result.
 
     With ``diarize`` (its ``diarize`` on), words are timed for the labels, and kept only when
-    ``options`` asked for them.
+    ``options`` asked for them. ``decoded``: the item's transcript from a packed batch (see
+    :func:`transcribe_items`), cached and written like one decoded here.
     """
     progress = progress or NoProgress()
     progress.item_started(item)
@@ -161,7 +166,7 @@ def transcribe_item(
             status = "ok"
             progress.audio_known(item, probe_duration(path) or 0.0)
             # The engine gets the path, not samples: long recordings then stream through in windows.
-            transcript = engine.transcribe(
+            transcript = decoded or engine.transcribe(
                 path,
                 options,
                 source=item.source,
@@ -224,6 +229,10 @@ def transcribe_items(
     diarize: DiarizeSettings | None = None,
     subtitles: SubtitleOptions | None = None,
 ) -> list[ItemResult]:
+    """Results in ``items``' order; short clips are decoded in packed batches where the options allow."""
+    # Diarization times every word of a clip on its own clock, which packing would share between clips.
+    if diarize is None and packing_applies(engine, options):
+        return _transcribe_packed(engine, items, options, output_dir, formats, cache, progress, subtitles)
     return [
         transcribe_item(
             engine,
@@ -238,6 +247,110 @@ def transcribe_items(
         )
         for item in items
     ]
+
+
+# --- Packed batches of short clips ---------------------------------------------------------------
+# About PACK_BATCH_SIZE full windows of clips per batch: enough to fill the batched decoder, few
+# enough that results (and their output files) come in steadily.
+PACK_GROUP_S = PACK_BATCH_SIZE * PACK_WINDOW_S
+
+
+def _transcribe_packed(
+    engine: Engine,
+    items: Sequence[MediaItem],
+    options: DecodeOptions,
+    output_dir: Path | None,
+    formats: Sequence[str],
+    cache: TranscriptCache | None,
+    progress: Progress | None,
+    subtitles: SubtitleOptions | None = None,
+) -> list[ItemResult]:
+    """Short uncached clips go through :meth:`Engine.transcribe_packed` in groups, the rest one by one.
+
+    The next group's audio is decoded in a thread while the model works on this one. An item that
+    fails to load, or a group whose packed decode fails, falls back to :func:`transcribe_item`,
+    which then reports the item's own error.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    def finish(i: int, decoded: Transcript | None = None) -> None:
+        results[i] = transcribe_item(
+            engine,
+            items[i],
+            options,
+            output_dir=output_dir,
+            formats=formats,
+            cache=cache,
+            progress=progress,
+            subtitles=subtitles,
+            decoded=decoded,
+        )
+
+    results: list[ItemResult | None] = [None] * len(items)
+    groups = _pack_groups(engine, items, options, cache)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisperops-audio") as pool:
+        pending = pool.submit(_load_group, items, groups[0]) if groups else None
+        for n, group in enumerate(groups):
+            assert pending is not None
+            loaded = pending.result()
+            pending = pool.submit(_load_group, items, groups[n + 1]) if n + 1 < len(groups) else None
+            transcripts: list[Transcript] = []
+            if loaded:
+                try:
+                    transcripts = engine.transcribe_packed(
+                        [audio for _, audio, _ in loaded], options, sources=[items[i].source for i, _, _ in loaded]
+                    )
+                except Exception:  # the items' own decodes (below) say what is wrong with them
+                    log.exception("packed decode of %d clips failed; decoding them one by one", len(loaded))
+            decoded = {}
+            for (i, _, warnings), transcript in zip(loaded, transcripts, strict=False):
+                transcript.warnings = [*warnings, *transcript.warnings]
+                decoded[i] = transcript
+            for i in group:
+                finish(i, decoded.get(i))
+    for i, result in enumerate(results):
+        if result is None:
+            finish(i)
+    return [r for r in results if r is not None]
+
+
+def _pack_groups(
+    engine: Engine, items: Sequence[MediaItem], options: DecodeOptions, cache: TranscriptCache | None
+) -> list[list[int]]:
+    """Indexes of the local, uncached items short enough to pack, in groups of about PACK_GROUP_S."""
+    groups: list[list[int]] = []
+    total = PACK_GROUP_S
+    for i, item in enumerate(items):
+        path = local_media(item)
+        if path is None or not path.is_file():
+            continue
+        duration = _known_duration(item)
+        if duration is None or duration > PACK_WINDOW_S:
+            continue
+        if cache and cache.get(cache.key(file_sha256(path), engine, options)) is not None:
+            continue
+        if total + duration > PACK_GROUP_S:
+            groups.append([])
+            total = 0.0
+        groups[-1].append(i)
+        total += duration
+    return groups
+
+
+def _load_group(items: Sequence[MediaItem], group: list[int]) -> list[tuple[int, np.ndarray, list[str]]]:
+    """The group's audio and decoding warnings; an item that will not load is left out (its own
+    decode reports why)."""
+    loaded = []
+    for i in group:
+        path = local_media(items[i])
+        report = DecodeReport()
+        try:
+            audio = load_audio(path, report=report) if path is not None else None
+        except WhisperOpsError:
+            continue
+        if audio is not None and audio.size <= PACK_WINDOW_S * SAMPLE_RATE:
+            loaded.append((i, audio, list(report.warnings)))
+    return loaded
 
 
 def plan_shards(items: Sequence[MediaItem], size: int) -> list[list[MediaItem]]:

@@ -41,14 +41,19 @@ def transcribe_cmd(
     max_line_width: int = option(SubtitleOptions, "max_line_width", "--max-line-width"),
     max_line_count: int = option(SubtitleOptions, "max_line_count", "--max-line-count"),
     max_cue_duration: float = option(SubtitleOptions, "max_cue_duration", "--max-cue-duration"),
+    pack: bool = option(DecodeOptions, "pack", "--pack/--no-pack"),
     initial_prompt: str | None = option(DecodeOptions, "initial_prompt", "--initial-prompt"),
     hotwords: str | None = option(DecodeOptions, "hotwords", "--hotwords"),
     device: str = option(EngineConfig, "device", "--device"),
     compute_type: str = option(EngineConfig, "compute_type", "--compute-type"),
     threads: int = option(EngineConfig, "cpu_threads", "--threads"),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse transcripts of identical audio."),
-    in_process: bool = typer.Option(
-        False, "--in-process", help="Skip Metaflow: transcribe here, one item after another (quick single files)."
+    in_process: bool | None = typer.Option(
+        None,
+        "--in-process/--flow",
+        help="Transcribe here without Metaflow, or run the versioned, resumable Metaflow flow. "
+        "Default: here for one local media file, the flow for anything else.",
+        show_default=False,
     ),
     workers: int = typer.Option(0, "--workers", "-w", help="Parallel transcribe tasks (0: one per CPU core)."),
     shard_size: int = typer.Option(
@@ -63,8 +68,8 @@ def transcribe_cmd(
 ) -> None:
     """Transcribe media into txt/srt/vtt/tsv/json, one file per item and format.
 
-    Runs the Metaflow TranscriptionFlow (parallel shards, versioned results, a card); --in-process
-    runs the same pipeline here without Metaflow.
+    A batch runs the Metaflow TranscriptionFlow (parallel shards, versioned results, a card); one
+    local media file runs the same pipeline here, without Metaflow. --flow / --in-process force either.
     """
     from whisperops import checks
     from whisperops.engine import DecodeOptions
@@ -85,6 +90,7 @@ def transcribe_cmd(
         vad_min_silence_ms=vad_min_silence_ms,
         vad_speech_pad_ms=vad_speech_pad_ms,
         vad_rescue=vad_rescue,
+        pack=pack,
         initial_prompt=initial_prompt,
         hotwords=hotwords,
     )
@@ -92,6 +98,8 @@ def transcribe_cmd(
     subtitles = SubtitleOptions(max_line_width, max_line_count, max_cue_duration)
     checks.check_run(model, device, compute_type, threads, options.language, options.task)
     checks.check_output_dir(output_dir)
+    if in_process is None:
+        in_process = runs_in_process(sources)
     if in_process:
         results = _transcribe_here(
             sources, model, output_dir, fmt_list, options, device, compute_type, threads, cache, speakers, subtitles
@@ -117,6 +125,7 @@ def transcribe_cmd(
                 "max_line_width": max_line_width,
                 "max_line_count": max_line_count,
                 "max_cue_duration": max_cue_duration,
+                "pack": pack,
                 "initial_prompt": initial_prompt or "",
                 "hotwords": hotwords or "",
                 "device": device,
@@ -131,6 +140,21 @@ def transcribe_cmd(
     print_summary(results, output_dir)
     if any(not r.ok for r in results):
         raise typer.Exit(EXIT_SOME_FAILED)
+
+
+def runs_in_process(sources: list[str]) -> bool:
+    """The path a run takes when neither --flow nor --in-process is given: here for one local media file.
+
+    One file gains nothing from the flow's parallel tasks and would pay its start-up (seconds) for
+    a decode that takes about one; a batch keeps the flow's versioned, resumable runs and its card.
+    """
+    from whisperops.audio import is_media_path
+    from whisperops.sources import is_url
+
+    if len(sources) != 1 or is_url(sources[0]):
+        return False
+    path = Path(sources[0]).expanduser()
+    return path.is_file() and is_media_path(path)
 
 
 def _diarize_settings(diarize, num_speakers, min_speakers, max_speakers, channels) -> DiarizeSettings | None:

@@ -74,6 +74,7 @@ class TranscriptionFlow(FlowSpec):
     max_line_width = parameter(SubtitleOptions, "max_line_width", "max-line-width", type=int)
     max_line_count = parameter(SubtitleOptions, "max_line_count", "max-line-count", type=int)
     max_cue_duration = parameter(SubtitleOptions, "max_cue_duration", "max-cue-duration", type=float)
+    pack = parameter(DecodeOptions, "pack", "pack", type=bool)
     initial_prompt = parameter(DecodeOptions, "initial_prompt", "initial-prompt")
     hotwords = parameter(DecodeOptions, "hotwords", "hotwords")
     formats = Parameter("formats", default="txt,srt,vtt,json", help="Comma list of txt,srt,vtt,tsv,json, or all.")
@@ -130,6 +131,7 @@ class TranscriptionFlow(FlowSpec):
             vad_min_silence_ms=self.vad_min_silence_ms,
             vad_speech_pad_ms=self.vad_speech_pad_ms,
             vad_rescue=self.vad_rescue,
+            pack=self.pack,
             initial_prompt=self.initial_prompt or None,
             hotwords=self.hotwords or None,
         ).to_dict()
