@@ -190,7 +190,9 @@ def test_flow_run_carries_speakers_in_results(conversation, tmp_path):
     """`whisperops transcribe --diarize` through the Metaflow flow: outputs and ``results`` name the speakers."""
     from test_cli import run_cli
 
-    out = run_cli("transcribe", str(conversation["mono"]), "--diarize", "--workers", "1", "-o", str(tmp_path / "out"))
+    out = run_cli(
+        "transcribe", str(conversation["mono"]), "--diarize", "--flow", "--workers", "1", "-o", str(tmp_path / "out")
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     data = json.loads((tmp_path / "out" / "two.json").read_text())
     assert [s["speaker"] for s in data["speakers"]] == ["A", "B"]
