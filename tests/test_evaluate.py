@@ -17,7 +17,10 @@ from whisperops.evaluation.metrics import score
 
 ROOT = Path(__file__).resolve().parents[1]
 # Bare faster-whisper, int8, beam 5, on the 41-clip shared English set (see README: evaluate).
-TINY_EN_ANCHOR_WER = 0.081
+# Bare faster-whisper's WER on this set with the installed ctranslate2 (4.8.5) and PyAV (18.1): int8
+# kernels and decoders change it between releases (0.081 with earlier ones), so the parity check with
+# bare faster-whisper in the same run is the guard, and this anchor catches drift within an install.
+TINY_EN_ANCHOR_WER = 0.096
 
 
 def _bare_faster_whisper(model: str, rows: list[Utterance]) -> list[str]:
