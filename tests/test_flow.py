@@ -76,6 +76,8 @@ def mixed_run(shared_speech, tmp_path_factory):
         "20",
         "--run-id-file",
         str(tmp / "run_id"),
+        # Its own transcript cache: other test modules may already have decoded these clips.
+        env={"WHISPEROPS_CACHE": str(tmp / "cache")},
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return run_id_of(tmp / "run_id"), out, proc
