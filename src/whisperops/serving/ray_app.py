@@ -99,6 +99,9 @@ def run(
         return
     # As ``serve run`` does: Ctrl-C (or SIGTERM, as from a container stop) takes the app down with
     # it, on a cluster too, instead of leaving replicas holding models nobody can reach.
+    # A signal is how a server is stopped, not a failure: both end here and the command exits 0
+    # (the CLI's own handlers would report an interrupted job with 130/143).
+    signal.signal(signal.SIGINT, _raise_keyboard_interrupt)
     signal.signal(signal.SIGTERM, _raise_keyboard_interrupt)
     try:
         serve.run(app, name=APP_NAME, route_prefix="/", blocking=True)
