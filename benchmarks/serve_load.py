@@ -250,20 +250,9 @@ def peak_rss_mb(pid: int) -> float:
 
 def silence_flac(path: Path, hours: float) -> Path:
     """``hours`` of 16 kHz digital silence as FLAC: a few MB that decode to gigabytes of samples."""
-    import av
-    import numpy as np
+    from whisperops.data.longform import silence, write_flac
 
-    with av.open(str(path), "w", format="flac") as out:
-        stream = out.add_stream("flac", rate=16000, layout="mono")
-        block = np.zeros((1, 16000 * 60), dtype=np.int16)
-        for _ in range(round(hours * 60)):
-            frame = av.AudioFrame.from_ndarray(block, format="s16", layout="mono")
-            frame.sample_rate = 16000
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-    return path
+    return write_flac(path, (silence(60) for _ in range(round(hours * 60))))
 
 
 def memory_check(args: argparse.Namespace, clips: list[Clip]) -> bool:

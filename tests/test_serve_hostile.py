@@ -131,18 +131,9 @@ def peak_rss_mb(pid: int) -> float:
 
 def silence_flac(path: Path, seconds: int, claim_samples: int | None) -> Path:
     """FLAC of digital silence; its header's sample count replaced by ``claim_samples`` (a lying container)."""
-    import av
+    from whisperops.data.longform import silence, write_flac
 
-    with av.open(str(path), "w", format="flac") as out:
-        stream = out.add_stream("flac", rate=16000, layout="mono")
-        block = np.zeros((1, 16000 * 60), dtype=np.int16)
-        for _ in range(seconds // 60):
-            frame = av.AudioFrame.from_ndarray(block, format="s16", layout="mono")
-            frame.sample_rate = 16000
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
+    write_flac(path, (silence(60) for _ in range(seconds // 60)))
     if claim_samples is not None:
         data = bytearray(path.read_bytes())
         # STREAMINFO's 36-bit total sample count: the low 36 bits of bytes 18..25.
