@@ -259,6 +259,7 @@ class WriteJSON(ResultWriter):
 
 WRITERS: dict[str, type[ResultWriter]] = {w.extension: w for w in (WriteTXT, WriteSRT, WriteVTT, WriteTSV, WriteJSON)}
 DEFAULT_FORMATS = ("txt", "srt", "vtt", "json")
+FORMATS_HELP = "Comma list of txt, srt, vtt, tsv, json, or all."
 
 
 def parse_formats(value: str | Sequence[str]) -> list[str]:

@@ -12,7 +12,7 @@ from whisperops.cli.options import option
 from whisperops.diarize import DiarizeSettings
 from whisperops.engine import DecodeOptions, EngineConfig
 from whisperops.errors import OptionError
-from whisperops.writers import SubtitleOptions
+from whisperops.writers import DEFAULT_FORMATS, FORMATS_HELP, SubtitleOptions
 
 if TYPE_CHECKING:
     import asyncio
@@ -27,7 +27,7 @@ def transcribe_cmd(
     ),
     model: str = option(EngineConfig, "model", "--model", "-m"),
     output_dir: Path = typer.Option(Path("transcripts"), "--output-dir", "-o", help="Where outputs go."),
-    formats: str = typer.Option("txt,srt,vtt,json", "--formats", "-f", help="Comma list of txt,srt,vtt,tsv,json|all."),
+    formats: str = typer.Option(",".join(DEFAULT_FORMATS), "--formats", "-f", help=FORMATS_HELP),
     language: str = option(DecodeOptions, "language", "--language", "-l"),
     task: str = option(DecodeOptions, "task", "--task"),
     beam_size: int = option(DecodeOptions, "beam_size", "--beam-size"),

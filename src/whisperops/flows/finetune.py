@@ -25,6 +25,7 @@ import whisperops.flows  # noqa: F401
 # isort: split
 from metaflow import FlowSpec, Parameter, card, current, step
 
+from whisperops.evaluation.settings import EvalSettings
 from whisperops.flows import parameter
 from whisperops.training.config import FinetuneConfig
 
@@ -72,7 +73,7 @@ class FineTuneFlow(FlowSpec):
         default="{}",
         help='JSON of further FinetuneConfig fields, e.g. \'{"freeze_embeddings": true, "warmup_steps": 5}\'.',
     )
-    beam_size = Parameter("beam-size", type=int, default=5, help="Beam width for the base/tuned evaluations.")
+    beam_size = parameter(EvalSettings, "beam_size", "beam-size", type=int)  # base and tuned evaluations
     worst = Parameter("worst", type=int, default=5, help="Worst utterances shown per model on the card.")
 
     @step
@@ -191,8 +192,6 @@ class FineTuneFlow(FlowSpec):
     # -----------------------------------------------------------------------------------------
 
     def _settings(self):
-        from whisperops.evaluation.compare import EvalSettings
-
         return EvalSettings(beam_size=self.beam_size, language="en", isolate=False)
 
     def _evaluate(self, label: str, model: str) -> dict:

@@ -32,7 +32,7 @@ from metaflow import Config, FlowSpec, Parameter, card, config_expr, current, sc
 from whisperops.diarize import DiarizeSettings
 from whisperops.engine import DecodeOptions
 from whisperops.flows import parameter
-from whisperops.writers import SubtitleOptions
+from whisperops.writers import DEFAULT_FORMATS, FORMATS_HELP, SubtitleOptions
 
 CRASH_ENV = "WHISPEROPS_TEST_CRASH_SHARD"
 SOURCES_ENV = "WHISPEROPS_SOURCES"
@@ -77,7 +77,7 @@ class TranscriptionFlow(FlowSpec):
     pack = parameter(DecodeOptions, "pack", "pack", type=bool)
     initial_prompt = parameter(DecodeOptions, "initial_prompt", "initial-prompt")
     hotwords = parameter(DecodeOptions, "hotwords", "hotwords")
-    formats = Parameter("formats", default="txt,srt,vtt,json", help="Comma list of txt,srt,vtt,tsv,json, or all.")
+    formats = Parameter("formats", default=",".join(DEFAULT_FORMATS), help=FORMATS_HELP)
     output_dir = Parameter(
         "output-dir", default="", help="Where postprocess writes the output files (empty: datastore only)."
     )

@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from whisperops.engine import DecodeOptions
 from whisperops.errors import OptionError
 from whisperops.paths import atomic_write_text
 
@@ -56,7 +57,7 @@ class BankingRecipe:
     # FinetuneConfig fields, over its defaults (train/eval/output/model/name/workers/seed come from above).
     training: dict[str, Any] = field(default_factory=lambda: dict(BANKING_TRAINING))
     real: Path | None = None  # real-speech manifest for the regression check; None: skipped
-    beam_size: int = 5
+    beam_size: int = DecodeOptions.beam_size
     # split -> (voices, augmentations); None: banking.RECIPE_VOICES (test voice/conditions unseen in training)
     voices: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] | None = None
 
@@ -64,7 +65,7 @@ class BankingRecipe:
         return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
 
 
-def evaluate(model: str, manifest: Path, beam_size: int = 5) -> dict[str, Any]:
+def evaluate(model: str, manifest: Path, beam_size: int = DecodeOptions.beam_size) -> dict[str, Any]:
     """WER/CER of ``model`` on ``manifest``, scored as ``whisperops evaluate`` does (Engine, normaliser)."""
     from whisperops.data.manifest import load_dataset
     from whisperops.evaluation.compare import EvalSettings, compare
