@@ -28,8 +28,10 @@ log = logging.getLogger(__name__)
 
 TASKS = ("transcribe", "translate")
 # Longer files stream through in windows of this length cut at quiet moments: memory is bounded by
-# one window (audio, features and faster-whisper's copies of both); see docs/design/long-form.md.
-LONG_FORM_WINDOW_S = 120.0
+# one window (audio, features and faster-whisper's copies of both). Shorter windows bound memory
+# tighter but cost accuracy against bare faster-whisper, so the default keeps a recording of up to
+# 30 minutes whole; see docs/design/long-form.md.
+LONG_FORM_WINDOW_S = 1800.0
 # The batched pipeline decodes each clip as one 30 s encoder window, so clips may not be longer.
 BATCH_CLIP_S = 30.0
 # A region the VAD rejected is decoded again when some of it stands this far above the window's
