@@ -260,8 +260,9 @@ class Engine:
         runner, extra = self._pipeline(options)
         if batched:
             extra["clip_timestamps"] = [{"start": c.start, "end": c.end} for c in clips]
-        else:
+        elif options.vad_filter:
             extra["clip_timestamps"] = [t for c in clips for t in (c.start, c.end)]
+        # Else the whole window is one clip: faster-whisper's own default, so --no-vad is bare faster-whisper.
         raw, info = runner.transcribe(
             audio,
             language=language,

@@ -531,9 +531,15 @@ class Session:
                 }
             )
             return
-        words = transcript.text.split()
+        words, text = transcript.text.split(), transcript.text
+        if agreed_prefix(turn.emitted, words) < len(turn.emitted):
+            # The final decode rewrote words already sent, and a delta cannot be taken back: the
+            # completed text keeps what was sent and goes on with the final's words after it, so the
+            # deltas still add up to it, as clients that concatenate them expect.
+            words = [*turn.emitted, *words[len(turn.emitted) :]]
+            text = " ".join(words)
         self.context = (self.context + words)[-CONTEXT_WORDS:]
-        if agreed_prefix(turn.emitted, words) == len(turn.emitted) and len(words) > len(turn.emitted):
+        if len(words) > len(turn.emitted):
             logprobs = openai_format.logprobs(transcript.words[len(turn.emitted) :]) if self.config.logprobs else None
             await self._delta(turn, words[len(turn.emitted) :], logprobs)
         await self.send(
@@ -541,7 +547,7 @@ class Session:
                 "type": "conversation.item.input_audio_transcription.completed",
                 "item_id": turn.item_id,
                 "content_index": 0,
-                "transcript": transcript.text,
+                "transcript": text,
                 "usage": {"type": "duration", "seconds": round(transcript.duration, 3)},
             }
         )
