@@ -80,6 +80,23 @@ def require_executable(name: str) -> str:
     return exe
 
 
+def video_without_audio(dst: Path, frames: int = 10) -> Path:
+    """A small MPEG-4 video with no audio track (PyAV-encoded)."""
+    import av
+    import numpy as np
+
+    with av.open(str(dst), "w") as out:
+        stream = out.add_stream("mpeg4", rate=10)
+        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
+        for i in range(frames):
+            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 20, dtype=np.uint8), format="rgb24")
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode(None):
+            out.mux(packet)
+    return dst
+
+
 def read_flow_run(flow: str, step: str, card_id: str, fields: list[str], cwd: Path, env: dict) -> tuple[dict, str]:
     """Artifacts ``fields`` of ``flow``'s latest successful run, and the text its ``card_id`` card shows.
 

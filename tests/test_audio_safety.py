@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import whisperops.audio as audio
+from conftest import video_without_audio
 from whisperops.audio import DecodeReport, load_audio, probe_duration, stream_audio
 from whisperops.errors import AudioError, UnsupportedMediaError
 
@@ -224,23 +225,13 @@ def test_truncated_and_tiny_wav_are_noticed(tmp_path: Path, speech: np.ndarray) 
 
 
 def test_random_bytes_and_video_without_audio(tmp_path: Path) -> None:
-    import av
 
     noise = tmp_path / "noise.mp3"
     noise.write_bytes(np.random.default_rng(1).integers(0, 256, 5000, dtype=np.uint8).tobytes())
     with pytest.raises(AudioError, match=r"noise\.mp3: cannot decode audio: not an audio or video file") as caught:
         load_audio(noise)
     assert "tuple index" not in str(caught.value)
-    video = tmp_path / "silent.mp4"
-    with av.open(str(video), "w") as out:
-        stream = out.add_stream("mpeg4", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for i in range(5):
-            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 40, dtype=np.uint8), format="rgb24")
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
+    video = video_without_audio(tmp_path / "silent.mp4", frames=5)
     with pytest.raises(AudioError, match=r"silent\.mp4: has no audio stream"):
         load_audio(video)
 

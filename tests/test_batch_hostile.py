@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import require_executable
+from conftest import require_executable, video_without_audio
 
 # A payload that marks the page if it ever runs; the card must show it as text instead.
 PWN = "document.body.setAttribute('data-pwned','{}')"
@@ -91,21 +91,6 @@ def _encode_mp3(src: Path, dst: Path) -> None:
             out.mux(packet)
 
 
-def _video_without_audio(dst: Path) -> None:
-    import av
-    import numpy as np
-
-    with av.open(str(dst), "w") as out:
-        stream = out.add_stream("mpeg4", rate=10)
-        stream.width, stream.height, stream.pix_fmt = 64, 48, "yuv420p"
-        for i in range(10):
-            frame = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 20, dtype=np.uint8), format="rgb24")
-            for packet in stream.encode(frame):
-                out.mux(packet)
-        for packet in stream.encode(None):
-            out.mux(packet)
-
-
 @pytest.fixture(scope="module")
 def batch(shared_speech: Path, tmp_path_factory, hostile_url):
     """The hostile batch on disk: ``(sources, folder)``."""
@@ -126,7 +111,7 @@ def batch(shared_speech: Path, tmp_path_factory, hostile_url):
     # A WAV whose header promises twice the samples it holds.
     whole = (shared_speech / "librivox/sense_and_sensibility_01_austen_64kb-0930.wav").read_bytes()
     (album / "cut.wav").write_bytes(whole[: len(whole) // 2])
-    _video_without_audio(album / "novideo.mp4")
+    video_without_audio(album / "novideo.mp4")
     sources = [str(root / "a/x.wav"), str(root / "b/x.wav"), str(root / "c/x-2.wav"), str(album), hostile_url]
     return sources, root
 
