@@ -31,7 +31,7 @@ from whisperops.engine import DecodeOptions
 
 # Each long-form run is a fresh process: ru_maxrss is then the peak of that engine alone.
 LONG_FORM_CHILD = """
-import json, resource, sys, time
+import json, sys, time
 model_dir, path, engine, threads, compute_type, beam = sys.argv[1:7]
 start = time.perf_counter()
 if engine == "whisperops":
@@ -44,7 +44,8 @@ else:
     segments, _ = m.transcribe(path, beam_size=int(beam), vad_filter=False)
     text = " ".join(s.text.strip() for s in segments)
 wall = time.perf_counter() - start
-peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+# VmHWM, not ru_maxrss: Linux carries ru_maxrss over exec, so a child reports its parent's peak too.
+peak = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:")) / 1024
 print(json.dumps({"wall": wall, "peak_mb": peak, "text": text}))
 """
 

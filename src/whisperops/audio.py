@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from collections import deque
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -531,20 +532,51 @@ def quiet_windows(
     """Regroup blocks into ``(start_sample, window)`` pieces of at most ``window_s`` seconds.
 
     Each cut is placed at the quietest 100 ms in the window's last ``search_s`` seconds, so a cut
-    rarely falls inside a word.
+    rarely falls inside a word. Blocks are copied into a window only when it is yielded, and freed
+    as they are copied, so memory holds one window and about one block (the caller should drop a
+    window before asking for the next).
     """
     window, search, hop = int(window_s * sampling_rate), int(search_s * sampling_rate), sampling_rate // 10
-    buffer = np.empty(0, dtype=np.float32)
-    start = 0
+    pending: deque[np.ndarray] = deque()
+    size = start = 0
     for block in blocks:
-        buffer = np.concatenate([buffer, block])
-        while buffer.size > window:
-            region = buffer[max(0, window - search) : window]
+        if not block.size:
+            continue
+        pending.append(np.asarray(block, dtype=np.float32))
+        size += block.size
+        while size > window:
+            region = _peek(pending, max(0, window - search), window)
             frames = region[: region.size // hop * hop].reshape(-1, hop)
             quietest = int(np.argmin(np.sqrt((frames**2).mean(axis=1)))) if frames.size else 0
             cut = max(0, window - search) + quietest * hop + hop // 2
-            yield start, buffer[:cut]
-            start += cut
-            buffer = buffer[cut:]
-    if buffer.size:
-        yield start, buffer
+            yield start, _take(pending, cut)
+            start, size = start + cut, size - cut
+    if size:
+        yield start, _take(pending, size)
+
+
+def _peek(pending: deque[np.ndarray], a: int, b: int) -> np.ndarray:
+    """A copy of samples ``a:b`` of the queued blocks, which stay queued."""
+    parts, at = [], 0
+    for block in pending:
+        lo, hi = max(a - at, 0), min(b - at, block.size)
+        if lo < hi:
+            parts.append(block[lo:hi])
+        at += block.size
+        if at >= b:
+            break
+    return np.concatenate(parts) if parts else np.empty(0, dtype=np.float32)
+
+
+def _take(pending: deque[np.ndarray], n: int) -> np.ndarray:
+    """The first ``n`` queued samples as one array; blocks leave the queue as they are copied."""
+    out = np.empty(n, dtype=np.float32)
+    at = 0
+    while at < n:
+        block = pending.popleft()
+        k = min(block.size, n - at)
+        out[at : at + k] = block[:k]
+        if k < block.size:
+            pending.appendleft(block[k:])
+        at += k
+    return out

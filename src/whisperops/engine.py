@@ -203,6 +203,10 @@ class Engine:
             cpu_threads=cpu_threads,
             num_workers=num_workers,
         )
+        # Long windows: the same features, computed a block at a time (see whisperops.features).
+        from whisperops.features import BlockFeatureExtractor
+
+        self.model.feature_extractor = BlockFeatureExtractor(**self.model.feat_kwargs)
         self.load_seconds = time.perf_counter() - start
         self._batched = None
         log.info("loaded %s (%s, %s) in %.2fs", self.model_name, self.device, self.compute_type, self.load_seconds)
@@ -342,6 +346,7 @@ class Engine:
         language, probability, after_vad, total, decode_s, run_s = options.language, 0.0, 0.0, 0, 0.0, 0.0
         detected = False
         while True:
+            samples = iterator = None  # the last window is freed before the next one is read
             t0 = time.perf_counter()
             start_sample, samples = next(windows, (0, None))
             t1 = time.perf_counter()
@@ -458,14 +463,16 @@ def speech_clips(audio: np.ndarray, options: DecodeOptions, max_clip_s: float | 
     if not options.vad_filter:
         spans = [(0, length, False)]
     else:
-        from faster_whisper.vad import VadOptions, get_speech_timestamps
+        from faster_whisper.vad import VadOptions
+
+        from whisperops.vad import speech_timestamps
 
         vad = VadOptions(
             threshold=options.vad_threshold,
             min_silence_duration_ms=options.vad_min_silence_ms,
             speech_pad_ms=options.vad_speech_pad_ms,
         )
-        speech = [(c["start"], min(c["end"], length)) for c in get_speech_timestamps(audio, vad)]
+        speech = [(c["start"], min(c["end"], length)) for c in speech_timestamps(audio, vad)]
         spans = [(a, b, False) for a, b in speech]
         if options.vad_rescue:
             spans = sorted(spans + [(a, b, True) for a, b in _loud_gaps(audio, speech)])
@@ -489,7 +496,12 @@ def _loud_gaps(audio: np.ndarray, speech: list[tuple[int, int]], hop: int = 320)
     frames = audio[: audio.size // hop * hop].reshape(-1, hop)
     if not frames.size:
         return []
-    db = 10.0 * np.log10(np.mean(frames.astype(np.float64) ** 2, axis=1) + 1e-10)
+    # Block by block: a float64 copy of a long window would cost eight bytes a sample at once.
+    power = np.empty(frames.shape[0])
+    for i in range(0, frames.shape[0], 3000):
+        block = frames[i : i + 3000].astype(np.float64)
+        power[i : i + 3000] = np.mean(block * block, axis=1)
+    db = 10.0 * np.log10(power + 1e-10)
     # Digital silence has no floor to speak of: judge against a quiet room instead.
     floor = max(float(np.percentile(db, 10)), -70.0)
     loud = db > floor + RESCUE_ABOVE_FLOOR_DB
@@ -642,9 +654,11 @@ def _speech_span(audio: np.ndarray, options: DecodeOptions) -> tuple[int, int] |
         return None
     if not options.vad_filter:
         return 0, audio.size
-    from faster_whisper.vad import VadOptions, get_speech_timestamps
+    from faster_whisper.vad import VadOptions
 
-    speech = get_speech_timestamps(audio, VadOptions())
+    from whisperops.vad import speech_timestamps
+
+    speech = speech_timestamps(audio, VadOptions())
     if not speech:
         return None
     return int(speech[0]["start"]), min(int(speech[-1]["end"]), audio.size)
