@@ -197,3 +197,12 @@ def test_quiet_windows_cut_at_pauses_and_lose_nothing():
     assert all(w.size <= 30 * SAMPLE_RATE for _, w in windows)
     cuts = [s / SAMPLE_RATE for s, _ in windows[1:]]
     assert len(cuts) == 3 and all(any(p <= c <= p + 0.5 for p in (25, 52, 80)) for c in cuts), cuts
+
+
+def test_batched_decoding_of_speech_up_to_an_odd_end(engine, jfk):
+    """Speech to the last sample of a length that is no whole millisecond: the batched decoder's clips
+    must still fit in the audio (faster-whisper asserted "non-negative timestamp expected")."""
+    audio = load_audio(jfk)[:-5]
+    batched = engine.transcribe(audio, DecodeOptions(batch_size=8))
+    assert "ask not what your country can do for you" in batched.text.lower(), batched.text
+    assert batched.duration_after_vad <= batched.duration

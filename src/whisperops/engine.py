@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, replace
@@ -479,12 +480,19 @@ def speech_clips(audio: np.ndarray, options: DecodeOptions, max_clip_s: float | 
     clips = []
     for a, b, rescued in spans:
         if max_clip_s is None or (b - a) <= max_clip_s * SAMPLE_RATE:
-            clips.append(Clip(round(a / SAMPLE_RATE, 3), round(b / SAMPLE_RATE, 3), rescued))
+            clips.append(_clip(a, b, rescued))
             continue
         for start, piece in quiet_windows([audio[a:b]], max_clip_s, search_s=min(10.0, max_clip_s / 2)):
-            s0 = a + start
-            clips.append(Clip(round(s0 / SAMPLE_RATE, 3), round((s0 + piece.size) / SAMPLE_RATE, 3), rescued))
+            clips.append(_clip(a + start, a + start + piece.size, rescued))
     return [c for c in clips if c.end > c.start]
+
+
+def _clip(a: int, b: int, rescued: bool) -> Clip:
+    """Samples ``a:b`` in milliseconds; the end rounded down, so it never reaches past sample ``b``
+    (faster-whisper's batched decoder asserts that its clips fit in the audio)."""
+    from whisperops.audio import SAMPLE_RATE
+
+    return Clip(round(a / SAMPLE_RATE, 3), math.floor(b * 1000 / SAMPLE_RATE) / 1000, rescued)
 
 
 def _loud_gaps(audio: np.ndarray, speech: list[tuple[int, int]], hop: int = 320) -> list[tuple[int, int]]:
