@@ -8,6 +8,8 @@ request's time is measured by ``benchmarks/serve_stream.py``.
 
 from __future__ import annotations
 
+import importlib.util
+import itertools
 import logging
 import signal
 import time
@@ -17,13 +19,23 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
-from openai.types.audio import Transcription, TranscriptionTextDeltaEvent, TranscriptionTextDoneEvent
+from openai.types.audio import (
+    Transcription,
+    TranscriptionTextDeltaEvent,
+    TranscriptionTextDoneEvent,
+    TranscriptionTextSegmentEvent,
+)
+from openai.types.audio.transcription import UsageDuration
 
 from test_serve import KEY, client, health, running, settings, uvicorn_server
 
 pytestmark = pytest.mark.shared_data
 
-EVENT_TYPES = {"transcript.text.delta": TranscriptionTextDeltaEvent, "transcript.text.done": TranscriptionTextDoneEvent}
+EVENT_TYPES = {
+    "transcript.text.delta": TranscriptionTextDeltaEvent,
+    "transcript.text.segment": TranscriptionTextSegmentEvent,
+    "transcript.text.done": TranscriptionTextDoneEvent,
+}
 
 
 @pytest.fixture(scope="module")
@@ -39,9 +51,21 @@ def _stream(base: str, path: Path, **kw) -> tuple[list, list[float]]:
     with path.open("rb") as f:
         for event in client(base).audio.transcriptions.create(model="tiny.en", file=f, stream=True, **kw):
             times.append(time.perf_counter() - t0)
-            # The client builds events leniently; validating its own types strictly checks every field.
-            events.append(EVENT_TYPES[event.type].model_validate(event.to_dict()))
+            events.append(_validated(event.to_dict()))
     return events, times
+
+
+def _validated(raw: dict):
+    """The event as the client's own type, every field checked (the client builds events leniently).
+
+    The client's done event declares token usage only; whisper bills by duration, as the plain
+    responses do, so the usage is checked against the client's duration usage instead.
+    """
+    usage = raw.pop("usage", None) if raw["type"] == "transcript.text.done" else None
+    event = EVENT_TYPES[raw["type"]].model_validate(raw)
+    if raw["type"] == "transcript.text.done":
+        event.usage = UsageDuration.model_validate(usage)
+    return event
 
 
 def test_stream_events_add_up_to_the_json_text(base: str, jfk: Path) -> None:
@@ -53,9 +77,9 @@ def test_stream_events_add_up_to_the_json_text(base: str, jfk: Path) -> None:
     with jfk.open("rb") as f:
         plain = client(base).audio.transcriptions.create(model="tiny.en", file=f)
     assert done.text == plain.text and "ask not what your country" in done.text.lower()
-    # Token usage, as the client's done event declares it: 50 audio frames a second, text tokens out.
-    assert done.usage.type == "tokens" and done.usage.input_token_details.audio_tokens == 550
-    assert 15 <= done.usage.output_tokens <= 40 and done.logprobs is None and deltas[0].logprobs is None
+    # Billed by duration, as the plain response: 11.0 s, rounded up to whole seconds.
+    assert done.usage == plain.usage and done.usage.seconds == 11
+    assert done.logprobs is None and deltas[0].logprobs is None
 
 
 def test_stream_logprobs_per_word(base: str, jfk: Path) -> None:
@@ -136,7 +160,7 @@ def test_disconnect_cancels_the_decode_and_queue_limits_apply(
 def test_stream_refusals_name_the_parameter(base: str, jfk: Path) -> None:
     with pytest.raises(openai.BadRequestError) as err, jfk.open("rb") as f:
         client(base).audio.transcriptions.create(model="tiny.en", file=f, stream=True, response_format="srt")
-    assert err.value.body["param"] == "stream" and "json or text" in err.value.message
+    assert err.value.body["param"] == "stream" and "json, text, diarized_json" in err.value.message
     junk = ("broken.mp3", b"ID3 not audio" * 100, "audio/mpeg")
     with pytest.raises(openai.BadRequestError) as err:  # fails before the first event: a plain HTTP error
         client(base).audio.transcriptions.create(model="tiny.en", file=junk, stream=True)
@@ -148,3 +172,49 @@ def test_non_streamed_json_validates(base: str, jfk: Path) -> None:
         raw = client(base).audio.transcriptions.with_raw_response.create(model="tiny.en", file=f, stream=False)
     body = Transcription.model_validate(raw.http_response.json())
     assert body.usage.type == "duration" and body.usage.seconds == 11
+
+
+@pytest.fixture(scope="module")
+def two_speakers(shared_speech: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """About 19 s of two real readers taking turns (LJ Speech, LibriSpeech 2412), A then B."""
+    import numpy as np
+    import soundfile as sf
+
+    from whisperops.audio import load_audio
+    from whisperops.diarize.devset import _lay, _trim
+
+    lj = [_trim(load_audio(shared_speech / f"ljspeech/LJ001-00{i}.wav")) for i in ("04", "11")]
+    libri = _trim(load_audio(shared_speech / "librispeech/2412-153948-0000.flac"))
+    turns = [
+        ("lj", lj[0]),
+        ("libri", _trim(libri[:72000])),
+        ("lj", lj[1]),
+        ("libri", _trim(libri[72000:120000])),
+    ]
+    audio, _ = _lay(turns, np.random.default_rng(1))
+    path = tmp_path_factory.mktemp("two") / "two.wav"
+    sf.write(path, audio, 16000)
+    return path
+
+
+def test_stream_diarized_json_sends_speaker_segments(base: str, two_speakers: Path) -> None:
+    if importlib.util.find_spec("resemblyzer") is None:  # its weights only: importing it needs librosa
+        pytest.skip("the diarize extra is not installed (pip install --no-deps resemblyzer)")
+    events, _ = _stream(base, two_speakers, response_format="diarized_json")
+    kinds = [e.type for e in events]
+    # Deltas while decoding; speakers need the whole file, so the segments come after, then done.
+    first_segment = kinds.index("transcript.text.segment")
+    assert set(kinds[:first_segment]) == {"transcript.text.delta"} and kinds[-1] == "transcript.text.done"
+    assert set(kinds[first_segment:-1]) == {"transcript.text.segment"}
+    deltas = [e for e in events if e.type == "transcript.text.delta"]
+    segments = [e for e in events if e.type == "transcript.text.segment"]
+    done = events[-1]
+    assert "".join(d.delta for d in deltas) == done.text
+    assert " ".join(s.text.strip() for s in segments) == done.text
+    assert [s.speaker for s in segments][:2] == ["A", "B"] and {s.speaker for s in segments} == {"A", "B"}
+    assert all(s.start < s.end for s in segments)
+    assert all(a.end <= b.start + 0.5 for a, b in itertools.pairwise(segments))
+    assert len({s.id for s in segments}) == len(segments) and done.usage.type == "duration"
+    with two_speakers.open("rb") as f:  # the same segments as the plain diarized_json body
+        plain = client(base).audio.transcriptions.create(model="tiny.en", file=f, response_format="diarized_json")
+    assert [(s.id, s.speaker, s.text) for s in plain.segments] == [(s.id, s.speaker, s.text) for s in segments]

@@ -100,15 +100,17 @@ def transcribe_diarized(
     filename: str,
     options: DecodeOptions,
     cancel: threading.Event,
+    on_segment: Callable[[Segment], None] | None = None,
     references: dict[str, np.ndarray] | None = None,
 ) -> tuple[Transcript, Callable[[str], list[int]] | None]:
     """:func:`transcribe`, then speakers on its segments (``response_format=diarized_json``).
 
-    ``references`` (name -> clip) rename the clusters that sound like a known speaker.
+    ``on_segment`` sees the segments as they are decoded, before they have speakers: diarization
+    needs the whole file. ``references`` (name -> clip) rename the clusters that sound like a known speaker.
     """
     from whisperops.diarize import DiarizeSettings, diarize_transcript
 
-    transcript, tokenize = transcribe(state, name, path, filename, options, cancel)
+    transcript, tokenize = transcribe(state, name, path, filename, options, cancel, on_segment)
     if cancel.is_set():
         raise Cancelled(filename)
     settings = DiarizeSettings(diarize=True)

@@ -122,7 +122,7 @@ SERVER_VAD = {
     "prefix_padding_ms": "vad_speech_pad_ms",
     "silence_duration_ms": "vad_min_silence_ms",
 }
-STREAM_FORMATS = ("json", "text")
+STREAM_FORMATS = ("json", "text", "diarized_json")
 
 
 def vad_settings(strategy: Any) -> dict[str, Any]:
@@ -203,7 +203,8 @@ FIELDS: dict[str, FormField] = {
     "stream": FormField(
         "stream",
         _flag("stream"),
-        "true: server-sent events (transcript.text.delta per segment, then transcript.text.done).",
+        "true: server-sent events (transcript.text.delta per segment, transcript.text.segment per speaker turn "
+        "with diarized_json, then transcript.text.done).",
         ("transcribe",),
         schema={"type": "boolean"},
     ),
@@ -371,8 +372,9 @@ class AudioForm:
     def _check_extras(self) -> None:
         """The parameters beyond the basic ones, against each other and the response format."""
         if self.stream and self.response_format not in STREAM_FORMATS:
+            kinds = ", ".join(STREAM_FORMATS)
             raise invalid(
-                "stream", f"streaming sends text events; use response_format json or text, not {self.response_format}"
+                "stream", f"streaming sends text events; use response_format {kinds}, not {self.response_format}"
             )
         if self.logprobs and self.response_format != "json":
             raise invalid(

@@ -53,12 +53,24 @@ def language_code(value: str | None) -> str | None:
     return _CODES.get(v, v)
 
 
-# Whisper's encoder sees 50 frames per second of audio: the "audio tokens" of a token usage.
-AUDIO_TOKENS_PER_S = 50
-
-
 def usage(t: Transcript) -> dict[str, Any]:
     return {"type": "duration", "seconds": math.ceil(t.duration)}
+
+
+def speaker_segments(t: Transcript) -> list[dict[str, Any]]:
+    """One ``transcript.text.segment`` per speaker turn: diarized_json's segments and the streamed events alike."""
+    return [
+        {
+            "type": "transcript.text.segment",
+            "id": f"seg_{s.id}",
+            "start": s.start,
+            "end": s.end,
+            "text": s.text,
+            "speaker": s.speaker or "A",
+        }
+        for s in t.segments
+        if s.text.strip()
+    ]
 
 
 def diarized(t: Transcript) -> dict[str, Any]:
@@ -67,37 +79,9 @@ def diarized(t: Transcript) -> dict[str, Any]:
         "task": "transcribe",
         "duration": t.duration,
         "text": t.text,
-        "segments": [
-            {
-                "type": "transcript.text.segment",
-                "id": f"seg_{s.id}",
-                "start": s.start,
-                "end": s.end,
-                "text": s.text,
-                "speaker": s.speaker or "A",
-            }
-            for s in t.segments
-            if s.text.strip()
-        ],
+        "segments": speaker_segments(t),
         "usage": usage(t),
     }
-
-
-def token_usage(t: Transcript, prompt_tokens: int = 0) -> dict[str, Any]:
-    """The ``tokens`` usage OpenAI's streamed ``transcript.text.done`` carries (the client's type)."""
-    audio = math.ceil(t.duration * AUDIO_TOKENS_PER_S)
-    output = sum(len([x for x in (s.tokens or []) if x < _TIMESTAMP_FLOOR]) for s in t.segments)
-    return {
-        "type": "tokens",
-        "input_tokens": audio + prompt_tokens,
-        "input_token_details": {"audio_tokens": audio, "text_tokens": prompt_tokens},
-        "output_tokens": output,
-        "total_tokens": audio + prompt_tokens + output,
-    }
-
-
-# Whisper's special and timestamp tokens all sit above the text vocabulary (50257 tokens in every size).
-_TIMESTAMP_FLOOR = 50257
 
 
 def logprobs(words: Sequence[Word]) -> list[dict[str, Any]]:
@@ -123,11 +107,12 @@ def delta_event(delta: str, words: Sequence[Word] | None) -> dict[str, Any]:
     return event
 
 
-def done_event(t: Transcript, with_logprobs: bool, prompt_tokens: int = 0) -> dict[str, Any]:
+def done_event(t: Transcript, with_logprobs: bool) -> dict[str, Any]:
     event: dict[str, Any] = {"type": "transcript.text.done", "text": t.text}
     if with_logprobs:
         event["logprobs"] = logprobs(t.words)
-    event["usage"] = token_usage(t, prompt_tokens)
+    # Whisper is billed by duration, as the non-streamed bodies say (the client's type here lists tokens only).
+    event["usage"] = usage(t)
     return event
 
 

@@ -110,14 +110,15 @@ async def transcribe_upload(request: Request, state: ServerState, task: str) -> 
         path = form.path
         try:
             await run_in_threadpool(decoding.check_duration, path, form.filename, settings.max_audio_s)
-            if form.stream:
-                # The stream outlives this call: its admission and its upload end when the stream does.
-                return await stream_upload(request, state, ticket, form, name, options, stack.pop_all())
             if form.response_format == "diarized_json":
                 clips = await run_in_threadpool(form.reference_clips, path.parent)
                 run = functools.partial(decoding.transcribe_diarized, references=clips)
             else:
                 run = decoding.transcribe
+            if form.stream:
+                # The stream outlives this call: its admission and its upload end when the stream does.
+                transcribe = functools.partial(run, state, name)
+                return await stream_upload(request, state, ticket, form, transcribe, options, stack.pop_all())
             transcript, tokenize = await state.limiter.run(
                 lambda cancel: run(state, name, path, form.filename, options, cancel),
                 ticket,
@@ -135,11 +136,15 @@ async def stream_upload(
     state: ServerState,
     ticket: Ticket,
     form: AudioForm,
-    name: str,
+    transcribe: Any,
     options: DecodeOptions,
     cleanup: contextlib.AsyncExitStack,
 ) -> Response:
-    """``stream=true``: the decode's segments as server-sent events (:mod:`whisperops.serving.streaming`)."""
+    """``stream=true``: the decode's segments as server-sent events (:mod:`whisperops.serving.streaming`).
+
+    ``transcribe`` is :func:`~whisperops.serving.decoding.transcribe` (or its diarized variant) bound
+    to the served model.
+    """
     assert form.path is not None
     path, filename, timeout_s = form.path, form.filename, state.settings.request_timeout_s
 
@@ -147,7 +152,7 @@ async def stream_upload(
         return state.limiter.run(fn, ticket, timeout_s)
 
     def decode(cancel: Any, push: Any) -> Any:
-        return decoding.transcribe(state, name, path, filename, options, cancel, push)
+        return transcribe(path, filename, options, cancel, on_segment=push)
 
     def shape(err: BaseException) -> ApiError:
         api = to_api_error(err)
@@ -157,9 +162,6 @@ async def stream_upload(
         api.message = api.message.replace(str(path), filename)  # name the client's file, never our path
         return api
 
-    def prompt_tokens(tokenize: Any) -> int:
-        return len(tokenize(form.prompt)) if form.prompt and tokenize else 0
-
     return await streaming.open_stream(
         request.receive,
         run,
@@ -167,7 +169,7 @@ async def stream_upload(
         cleanup,
         with_logprobs=form.logprobs,
         error_shape=shape,
-        prompt_tokens=prompt_tokens,
+        speaker_segments=form.response_format == "diarized_json",
     )
 
 

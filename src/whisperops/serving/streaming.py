@@ -1,5 +1,8 @@
 """``stream=true``: OpenAI's server-sent events, one ``transcript.text.delta`` per decoded segment.
 
+With ``response_format=diarized_json`` the decode goes on to diarize the whole file; its speaker
+turns then go out as ``transcript.text.segment`` events, just before ``transcript.text.done``.
+
 The decode runs on a limiter slot like any other request (same queue limit and deadline). Its
 segments cross from the decode thread to the event loop through a queue; the HTTP response starts
 only once the first segment is out, so anything that fails before that (bad audio, a full queue, a
@@ -33,18 +36,26 @@ HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # proxies mu
 
 
 class _Feed:
-    """Segments from the decode thread to the event loop; ``stop`` asks the decode to give up."""
+    """Segments from the decode thread to the event loop; ``leave`` asks the decode to give up."""
 
     def __init__(self) -> None:
         self.loop = asyncio.get_running_loop()
         self.queue: asyncio.Queue[Segment] = asyncio.Queue()
         self.stop = threading.Event()
+        self.cancel: threading.Event | None = None  # the decode's own, once it runs: seen between blocks too
+        self.decoded_s = 0.0
 
     def push(self, segment: Segment) -> None:  # runs on the decode thread
         if self.stop.is_set():
-            log.info("stream closed: decode stopped at %.1f s of audio", segment.end)
             raise Cancelled("client disconnected")
+        self.decoded_s = segment.end
         self.loop.call_soon_threadsafe(self.queue.put_nowait, segment)
+
+    def leave(self) -> None:
+        """The stream is over: stop the decode at its next segment or block (diarization is skipped)."""
+        self.stop.set()
+        if self.cancel is not None:
+            self.cancel.set()
 
 
 async def _next(feed: _Feed, task: asyncio.Future) -> Segment | None:
@@ -63,8 +74,10 @@ async def _next(feed: _Feed, task: asyncio.Future) -> Segment | None:
 
 
 async def _finish(feed: _Feed, task: asyncio.Future, cleanup: contextlib.AsyncExitStack) -> None:
-    """Stop the decode (at its next segment) and release the request once it has stopped."""
-    feed.stop.set()
+    """Stop the decode and release the request once it has stopped."""
+    if not task.done():
+        task.add_done_callback(lambda _: log.info("stream closed: decode stopped at %.1f s of audio", feed.decoded_s))
+    feed.leave()
     # An abandoned decode ends in Cancelled (or anything else); take the exception so asyncio does not log it.
     task.add_done_callback(lambda t: t.cancelled() or t.exception())
     if task.done():
@@ -82,20 +95,28 @@ async def open_stream(
     *,
     with_logprobs: bool,
     error_shape: ErrorShape,
-    prompt_tokens: Callable[[Any], int] | None = None,
+    speaker_segments: bool = False,
 ) -> StreamingResponse:
     """Start ``decode`` through ``run`` (a slot, the request's deadline); return the event stream once
     its first segment (or its end) is known. ``cleanup`` (the request's admission and upload) is
-    closed when the stream ends, however it ends.
+    closed when the stream ends, however it ends. ``speaker_segments``: the transcript ``decode``
+    returns carries speakers, sent as ``transcript.text.segment`` events before ``done``.
     """
     feed = _Feed()
-    task = asyncio.ensure_future(run(lambda cancel: decode(cancel, feed.push)))
+
+    def start(cancel: threading.Event) -> tuple[Transcript, Any]:
+        feed.cancel = cancel
+        if feed.stop.is_set():
+            raise Cancelled("client disconnected")
+        return decode(cancel, feed.push)
+
+    task = asyncio.ensure_future(run(start))
     try:
         first = await _next(feed, task)
     except BaseException:
         await _finish(feed, task, cleanup)
         raise
-    events = _events(receive, feed, task, first, with_logprobs, error_shape, prompt_tokens, cleanup)
+    events = _events(receive, feed, task, first, with_logprobs, error_shape, speaker_segments, cleanup)
     return StreamingResponse(events, media_type="text/event-stream", headers=HEADERS)
 
 
@@ -104,7 +125,7 @@ async def _watch(receive: Callable[[], Any], feed: _Feed) -> None:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            feed.stop.set()
+            feed.leave()
             return
 
 
@@ -115,7 +136,7 @@ async def _events(
     item: Segment | None,
     with_logprobs: bool,
     error_shape: ErrorShape,
-    prompt_tokens: Callable[[Any], int] | None,
+    speaker_segments: bool,
     cleanup: contextlib.AsyncExitStack,
 ) -> AsyncIterator[bytes]:
     started = False
@@ -128,9 +149,11 @@ async def _events(
                 words = (item.words or []) if with_logprobs else None
                 yield openai_format.sse(openai_format.delta_event(delta, words))
             item = await _next(feed, task)
-        transcript, tokenize = task.result()
-        extra = prompt_tokens(tokenize) if prompt_tokens else 0
-        yield openai_format.sse(openai_format.done_event(transcript, with_logprobs, extra))
+        transcript, _ = task.result()
+        if speaker_segments:
+            for segment in openai_format.speaker_segments(transcript):
+                yield openai_format.sse(segment)
+        yield openai_format.sse(openai_format.done_event(transcript, with_logprobs))
     except Exception as err:
         if feed.stop.is_set():
             return  # the client left; nobody is there to tell
