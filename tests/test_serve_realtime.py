@@ -88,8 +88,10 @@ def test_server_vad_turns_at_real_time_pace(ws_url: str, shared_manifest: list[d
         assert kinds.index("speech_stopped") + 1 == kinds.index("committed"), kinds
         deltas = [e["delta"] for e in events if e.get("item_id") == item and e["type"].endswith(".delta")]
         done = next(e for e in events if e.get("item_id") == item and e["type"].endswith(".completed"))
-        # Deltas carry the words of partial decodes the final one agrees with; its punctuation may differ.
-        assert deltas and _words("".join(deltas)) == _words(done["transcript"]), (deltas, done["transcript"])
+        # Deltas carry the words two partial decodes agreed on, then the rest of the final decode, which is
+        # the completed text: a partial may have heard a word differently, never many.
+        assert deltas and _words("".join(deltas))[-2:] == _words(done["transcript"])[-2:], (deltas, done)
+        assert wer(done["transcript"], "".join(deltas)) < 0.15, (deltas, done["transcript"])
     # Partial decodes: words show while the turn is still spoken, before its speech_stopped.
     first_delta = min(t for t, e in result.events if e["type"].endswith(".delta"))
     first_stop = min(t for t, e in result.events if e["type"].endswith("speech_stopped"))
@@ -245,3 +247,21 @@ def test_official_client_realtime_connect(ws_url: str, shared_speech: Path) -> N
     events = asyncio.run(asyncio.wait_for(run(), 60))
     assert [e.type for e in events][:3] == ["session.created", "session.updated", "input_audio_buffer.committed"]
     assert "immediate predecessors of the true printed book" in events[-1].transcript
+
+
+@pytest.mark.parametrize(
+    ("sent", "final", "rest"),
+    [
+        ("may just be", "may justly be considered", "considered"),  # a word heard differently
+        ("the wood cutters of", "the woodcutters of the Netherlands", "the Netherlands"),  # one word split in two
+        ("fine in form", "fine and formed.", ""),
+        ("It is of the", "It is of the first importance", "first importance"),
+        ("", "Hello there.", "Hello there."),
+    ],
+)
+def test_last_delta_goes_on_where_the_sent_words_reach_in_the_final(sent: str, final: str, rest: str) -> None:
+    """The completed text is the final decode; the last delta neither repeats nor skips its words."""
+    from whisperops.serving.realtime import covered
+
+    words = final.split()
+    assert " ".join(words[covered(sent.split(), words) :]) == rest

@@ -3,9 +3,10 @@
 The client streams pcm16 (24 kHz mono, little-endian, base64) with ``input_audio_buffer.append``.
 With ``server_vad`` turn detection, Silero VAD runs on the audio as it arrives and cuts turns:
 ``speech_started``, ``speech_stopped``, ``committed``; without it the client cuts them with
-``input_audio_buffer.commit``. While a turn is spoken it is decoded about once a second and the words
-two decodes agree on go out as ``...input_audio_transcription.delta``; the turn's final decode gives
-``.completed``. That final decode starts as soon as the VAD hears silence, not after the silence
+``input_audio_buffer.commit``. While a turn is spoken it is decoded every ``PARTIAL_EVERY_S`` (greedy)
+and the words two decodes agree on go out as ``...input_audio_transcription.delta``; the turn's final
+decode (full beam) gives ``.completed``, whose text is the final's own even where a partial heard a
+word differently. That final decode starts as soon as the VAD hears silence, not after the silence
 duration has passed, so the transcript is usually ready when the turn is declared over.
 
 Decodes share the HTTP requests' slots and queue. A session obeys the server's API key and its
@@ -18,6 +19,7 @@ import asyncio
 import base64
 import binascii
 import contextlib
+import difflib
 import json
 import logging
 import re
@@ -43,7 +45,9 @@ log = logging.getLogger(__name__)
 RATE = 16000  # Whisper's
 VAD_FRAME = 512  # Silero's frame at 16 kHz (32 ms)
 VAD_CONTEXT = 64
-PARTIAL_EVERY_S = 1.0  # decode the turn so far this often while it is spoken
+# Decode the turn so far this often while it is spoken. At most one delta comes per partial decode
+# (its words agreed with the one before), so for a delta every second the period is well under one.
+PARTIAL_EVERY_S = 0.75
 PARTIAL_MAX_S = 30.0  # past one Whisper window, partial decodes cost more than they show
 MIN_COMMIT_MS = 100  # OpenAI refuses to commit less audio than this
 TAIL_PAD_MS = 200
@@ -217,6 +221,27 @@ def agreed_prefix(previous: list[str], current: list[str]) -> int:
             break
         n += 1
     return n
+
+
+def covered(sent: list[str], final: list[str]) -> int:
+    """How many of ``final``'s words the ``sent`` words already stand for, aligned word by word.
+
+    The deltas of a turn come from partial decodes, which may have heard a word or two differently
+    (or split one in two): the turn's last delta goes on from here, so it neither repeats nor skips.
+    """
+    n = len(sent)
+    if n == 0:
+        return 0
+    matcher = difflib.SequenceMatcher(None, [_norm(w) for w in sent], [_norm(w) for w in final], autojunk=False)
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if i2 < n:
+            continue
+        if tag == "equal":
+            return j1 + (n - i1)
+        if tag == "replace":
+            return j2 if i2 == n else j1 + round((n - i1) * (j2 - j1) / (i2 - i1))
+        return j1  # sent words the final lacks, or final words past the sent ones
+    return len(final)
 
 
 @dataclass
@@ -531,23 +556,21 @@ class Session:
                 }
             )
             return
-        words, text = transcript.text.split(), transcript.text
-        if agreed_prefix(turn.emitted, words) < len(turn.emitted):
-            # The final decode rewrote words already sent, and a delta cannot be taken back: the
-            # completed text keeps what was sent and goes on with the final's words after it, so the
-            # deltas still add up to it, as clients that concatenate them expect.
-            words = [*turn.emitted, *words[len(turn.emitted) :]]
-            text = " ".join(words)
+        # The final decode (whole turn, full beam) is the transcript, even where a partial decode
+        # heard a word differently: a delta cannot be taken back, but the completed text is what
+        # clients keep. The last delta goes on from the final's word the sent ones reached.
+        words = transcript.text.split()
         self.context = (self.context + words)[-CONTEXT_WORDS:]
-        if len(words) > len(turn.emitted):
-            logprobs = openai_format.logprobs(transcript.words[len(turn.emitted) :]) if self.config.logprobs else None
-            await self._delta(turn, words[len(turn.emitted) :], logprobs)
+        done = covered(turn.emitted, words)
+        if done < len(words):
+            logprobs = openai_format.logprobs(transcript.words[done:]) if self.config.logprobs else None
+            await self._delta(turn, words[done:], logprobs)
         await self.send(
             {
                 "type": "conversation.item.input_audio_transcription.completed",
                 "item_id": turn.item_id,
                 "content_index": 0,
-                "transcript": text,
+                "transcript": transcript.text,
                 "usage": {"type": "duration", "seconds": round(transcript.duration, 3)},
             }
         )
