@@ -88,6 +88,19 @@ def test_packed_clips_each_get_their_own_words(engine, clips, alone, references,
     assert packed[0].text.startswith("And so my fellow Americans")
 
 
+def test_a_quiet_whisper_is_packed_not_dropped(engine, shared_speech, jfk):
+    """Silero's stock settings hear no speech in a quiet whisper; the run's own VAD does, so it is decoded."""
+    from faster_whisper.vad import VadOptions
+
+    from whisperops.audio import load_audio
+    from whisperops.vad import speech_timestamps
+
+    whisper = load_audio(shared_speech / "hard" / "whisper.flac") * 0.25
+    assert speech_timestamps(whisper, VadOptions()) == []  # what the packing trim alone would go by
+    texts = [t.text.lower() for t in engine.transcribe_packed([load_audio(jfk), whisper])]
+    assert "whispered" in texts[1] and "country" in texts[0], texts
+
+
 def test_packing_needs_one_language_and_short_clips(engine, clips):
     import numpy as np
 

@@ -659,20 +659,25 @@ def packing_applies(engine: Engine | bool | None, options: DecodeOptions) -> boo
 def _speech_span(audio: np.ndarray, options: DecodeOptions) -> tuple[int, int] | None:
     """The part of a clip worth decoding (samples), or None when it holds no speech.
 
-    Only leading and trailing non-speech is cut: pauses inside a short clip cost little window.
+    Only leading and trailing non-speech is cut: pauses inside a short clip cost little window. The
+    cut follows Silero's stock settings, tighter than the run's (less window per clip; a clip whose
+    speech it cut short gets too few words and is decoded again alone). Where they find no speech at
+    all, the run's own settings decide (rescue included), so a whispered clip is never dropped unheard.
     """
-    if _is_digital_silence(audio):
-        return None
-    if not options.vad_filter:
-        return 0, audio.size
     from faster_whisper.vad import VadOptions
 
+    from whisperops.audio import SAMPLE_RATE
     from whisperops.vad import speech_timestamps
 
-    speech = speech_timestamps(audio, VadOptions())
-    if not speech:
+    if not options.vad_filter:
+        return (0, audio.size) if not _is_digital_silence(audio) else None
+    speech = speech_timestamps(audio, VadOptions()) if not _is_digital_silence(audio) else []
+    if speech:
+        return int(speech[0]["start"]), min(int(speech[-1]["end"]), audio.size)
+    clips = speech_clips(audio, options)
+    if not clips:
         return None
-    return int(speech[0]["start"]), min(int(speech[-1]["end"]), audio.size)
+    return int(clips[0].start * SAMPLE_RATE), min(round(clips[-1].end * SAMPLE_RATE), audio.size)
 
 
 def _pack(spans: list[tuple[int, int, int]]) -> list[list[tuple[int, int, int]]]:
