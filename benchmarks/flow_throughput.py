@@ -50,7 +50,9 @@ def run_bare(model: str, rows: list[dict], threads: int, beam_size: int) -> dict
     return {"flow_wall": wall, "process_wall": wall, "hyps": hyps, "overhead": []}
 
 
-def run_flow(model: str, rows: list[dict], workers: int, threads: int, shard_size: int, batch: int, root: Path) -> dict:
+def run_flow(
+    model: str, rows: list[dict], workers: int, threads: int, shard_size: int, batch: int, root: Path, beam: int = 0
+) -> dict:
     sysroot = root / f"mf-{time.time_ns()}"
     sysroot.mkdir(parents=True)
     env = {
@@ -76,6 +78,7 @@ def run_flow(model: str, rows: list[dict], workers: int, threads: int, shard_siz
         str(workers),
         "--run-id-file",
         str(sysroot / "run_id"),
+        *(["--beam-size", str(beam)] if beam else []),
     ]
     start = time.perf_counter()
     proc = subprocess.run(
@@ -125,6 +128,7 @@ def main() -> None:
     setting_argument(ap, DecodeOptions, "beam_size", "--beam-size", type=int)
     ap.add_argument("--shard-size", type=int, default=0, help="flow x2 items per task (0: the flow's default).")
     ap.add_argument("--batched", type=int, default=0, help="Also run flow x2 with this batch size (e.g. 8).")
+    ap.add_argument("--flow-beam", type=int, default=0, help="Also run flow x2 with this beam (bare keeps its own).")
     args = ap.parse_args()
 
     import whisperops.flows  # noqa: F401  (Metaflow user defaults for the children)
@@ -142,6 +146,10 @@ def main() -> None:
     if args.batched:
         configs[f"flow, 2 workers x 1 thread, batch {args.batched}"] = lambda root: run_flow(
             args.model, rows, 2, 1, args.shard_size, args.batched, root
+        )
+    if args.flow_beam:
+        configs[f"flow, 2 workers x 1 thread, beam {args.flow_beam}"] = lambda root: run_flow(
+            args.model, rows, 2, 1, args.shard_size, 0, root, beam=args.flow_beam
         )
     names = list(configs)
     results: dict[str, list[dict]] = {n: [] for n in names}
