@@ -154,3 +154,12 @@ def media_server(tmp_path: Path):
     finally:
         server.shutdown()
         server.server_close()
+
+
+def chromium_dom(page: Path, profile: Path) -> str:
+    """The DOM headless Chromium renders from ``page`` (offline, scripts run), as HTML text."""
+    chromium = require_executable("chromium")
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--no-first-run"]
+    flags += [f"--user-data-dir={profile}", "--virtual-time-budget=5000"]
+    out = subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
+    return out.stdout

@@ -215,6 +215,77 @@ def test_flow_run_carries_speakers_in_results(conversation, tmp_path):
 
     _, card = read_flow_run("TranscriptionFlow", "postprocess", "report", [], runtime_cwd(), dict(os.environ))
     assert "Talk time per speaker" in card and speakers in card
+    # The timeline: who spoke when along "two", beside talk time per speaker, drawn by the browser.
+    (chart,) = [c for c in _components(json.loads(card)) if c.get("type") == "vegaChart"]
+    timeline, talk = chart["spec"]["hconcat"]
+    assert chart["spec"]["title"]["text"] == "two"
+    assert {b["speaker"] for b in timeline["data"]["values"]} == {"A", "B"}
+    assert [t["speaker"] for t in talk["data"]["values"]] == ["A", "B"]
+    from conftest import chromium_dom
+    from whisperops.flows.runs import card_path, get_run
+
+    svg = _drawn(chromium_dom(card_path(get_run(run_id)), tmp_path / "profile"))
+    assert ">two</text>" in svg and ">A</text>" in svg and ">B</text>" in svg and ">talk time (s)</text>" in svg
+
+
+# A payload that marks the page if it ever runs (a quoted handler, which Markdown would pass as HTML).
+HOSTILE = "<img src=x onerror=\"document.body.setAttribute('data-pwned','{}')\">"
+
+
+def _components(node):
+    """Every component in a card's data, depth first."""
+    if isinstance(node, dict):
+        yield node
+        node = node.get("components") or node.get("contents") or []
+    if isinstance(node, list):
+        for child in node:
+            yield from _components(child)
+
+
+def _drawn(dom: str) -> str:
+    """What Vega drew (its SVG), from a rendered card page."""
+    assert 'class="marks"' in dom, "no chart drawn"
+    return "".join(part.split("</svg>", 1)[0] for part in dom.split('class="marks"')[1:])
+
+
+def test_card_timeline_shows_hostile_names_as_text(tmp_path):
+    """Speaker names can come from a client (the server's ``known_speaker_names[]``), names from files:
+    rendered by Metaflow's own card page in headless Chromium, they show as text and run nothing."""
+    from types import SimpleNamespace
+
+    from metaflow.plugins.cards.card_modules.basic import BlankCard
+
+    from conftest import chromium_dom
+    from whisperops.flows import report
+
+    name, speaker = HOSTILE.format("name"), HOSTILE.format("speaker")
+    segments = [(0.0, 3.0, "A", " Hello there."), (3.4, 5.0, speaker, HOSTILE.format("text")), (5.5, 7.0, "A", " Bye.")]
+    transcript = {
+        "text": " Hello there. Bye.",
+        "segments": [
+            {"id": i, "start": a, "end": b, "speaker": s, "text": t} for i, (a, b, s, t) in enumerate(segments)
+        ],
+        "speakers": [{"speaker": "A", "talk_time_s": 4.5}, {"speaker": speaker, "talk_time_s": 1.6}],
+        "language": "en",
+        "duration": 7.0,
+    }
+    row = {"item": {"source": f"/data/{name}.wav", "name": name}, "status": "ok", "transcript": transcript}
+    df = report.results_frame([row])
+    components: list = []
+    report.render_card(
+        components, df, report.summarize(df, 1.0), title="t", model="tiny.en", transcripts={name: transcript}
+    )
+    page = tmp_path / "card.html"
+    page.write_text(
+        BlankCard(components=components).render(SimpleNamespace(pathspec="TranscriptionFlow/1/postprocess/2"))
+    )
+    dom = chromium_dom(page, tmp_path / "profile")
+    assert "Who spoke when" in dom, dom[-2000:]
+    assert 'data-pwned="' not in dom, "a script from an input ran"
+    svg = _drawn(dom)
+    assert ">" + name.replace("<", "&lt;").replace(">", "&gt;") + "</text>" in svg  # the chart's title
+    # The title, and the speaker's axis label (cut short by Vega)
+    assert svg.count(">&lt;img src=x onerror=") >= 2, svg
 
 
 def test_a_failed_diarization_keeps_the_transcript(tmp_path):

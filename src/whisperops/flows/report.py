@@ -213,6 +213,89 @@ def speed_figure(df: pd.DataFrame):
     return fig
 
 
+# Diarized transcripts drawn as timelines on the card; a run of thousands keeps them in ``results``.
+TIMELINE_MAX = 20
+# A segment's text in the timeline's tooltip, cut to this many characters.
+TIMELINE_TEXT = 120
+
+
+def speaker_timeline(name: str, transcript: dict[str, Any]) -> dict[str, Any] | None:
+    """A Vega-Lite spec of who spoke when in one diarized transcript, beside its talk time per speaker.
+
+    None when the transcript was not diarized or no segment has a speaker. Names, speakers and text
+    from the input are only data values and title text: Vega draws them as text (its tooltips
+    escape HTML), never evaluates them.
+    """
+    segments = [s for s in transcript.get("segments") or [] if s.get("speaker") is not None]
+    if not transcript.get("speakers") or not segments:
+        return None
+    talk = [{"speaker": str(s["speaker"]), "talk_time_s": float(s["talk_time_s"])} for s in transcript["speakers"]]
+    order = list(dict.fromkeys([t["speaker"] for t in talk] + [str(s["speaker"]) for s in segments]))
+    bars = [
+        {
+            "speaker": str(s["speaker"]),
+            "start": float(s["start"]),
+            "end": float(s["end"]),
+            "text": " ".join(str(s.get("text") or "").split())[:TIMELINE_TEXT],
+        }
+        for s in segments
+    ]
+    y = {"field": "speaker", "type": "nominal", "sort": order, "title": None, "axis": {"labelLimit": 120}}
+    color = {"field": "speaker", "type": "nominal", "sort": order, "legend": None}
+    return {
+        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+        "title": {"text": str(name), "anchor": "start", "limit": 800},
+        "hconcat": [
+            {
+                "width": 420,
+                "height": {"step": 22},
+                "data": {"values": bars},
+                "mark": {"type": "bar", "cornerRadius": 2},
+                "encoding": {
+                    "y": y,
+                    "x": {"field": "start", "type": "quantitative", "title": "seconds"},
+                    "x2": {"field": "end"},
+                    "color": color,
+                    "tooltip": [
+                        {"field": "speaker", "type": "nominal"},
+                        {"field": "start", "type": "quantitative", "format": ".1f"},
+                        {"field": "end", "type": "quantitative", "format": ".1f"},
+                        {"field": "text", "type": "nominal"},
+                    ],
+                },
+            },
+            {
+                "width": 110,
+                "height": {"step": 22},
+                "data": {"values": talk},
+                "mark": "bar",
+                "encoding": {
+                    "y": {**y, "axis": {"labels": False, "ticks": False}},
+                    "x": {"field": "talk_time_s", "type": "quantitative", "title": "talk time (s)"},
+                    "color": color,
+                    "tooltip": [
+                        {"field": "speaker", "type": "nominal"},
+                        {"field": "talk_time_s", "type": "quantitative", "format": ".1f", "title": "talk time (s)"},
+                    ],
+                },
+            },
+        ],
+    }
+
+
+def timeline_chart(spec: dict[str, Any]) -> Any:
+    """A card component drawing ``spec`` as SVG: its text stays text in the page (searchable, checkable)."""
+    from metaflow.cards import VegaChart
+
+    class _SvgChart(VegaChart):
+        def render(self) -> dict:
+            data = super().render()
+            data.setdefault("options", {})["renderer"] = "svg"
+            return data
+
+    return _SvgChart(spec)
+
+
 def md_literal(text: object) -> str:
     """``text`` as a Markdown code span: shown as written, never read as HTML, a link or emphasis.
 
@@ -256,11 +339,13 @@ def render_card(
     title: str,
     model: str,
     min_count: int = 1,
+    transcripts: dict[str, dict[str, Any]] | None = None,
 ) -> None:
     """Append the run's summary, table and figures to a Metaflow card (``current.card``).
 
     Input-derived strings reach Markdown only through :func:`md_literal`/:func:`md_text`; table
-    cells are rendered as text by the card itself.
+    cells are rendered as text by the card itself, and the speaker timelines (from ``transcripts``,
+    item name -> ``Transcript.to_dict()``) by Vega.
     """
     import matplotlib.pyplot as plt
     from metaflow.cards import Image, Markdown, Table
@@ -285,6 +370,13 @@ def render_card(
         talk = zip(speaking["name"], speaking["speakers"], strict=True)
         lines = [f"- {md_literal(n)}: {md_literal(s)}" for n, s in talk]
         card.append(Markdown("## Talk time per speaker\n\n" + "\n".join(lines)))
+        timelines = [(n, speaker_timeline(n, (transcripts or {}).get(n) or {})) for n in speaking["name"]]
+        timelines = [(n, spec) for n, spec in timelines if spec is not None]
+        if timelines:
+            shown = f" (the first {TIMELINE_MAX} of {len(timelines)})" if len(timelines) > TIMELINE_MAX else ""
+            card.append(Markdown(f"## Who spoke when{shown}"))
+            for _, spec in timelines[:TIMELINE_MAX]:
+                card.append(timeline_chart(spec))
     table = df[
         ["name", "title", "duration", "language", "segments", "words", "speed", "status", "error", "warnings", "text"]
     ].copy()

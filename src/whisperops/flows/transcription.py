@@ -276,6 +276,7 @@ class TranscriptionFlow(FlowSpec):
                 title=self.title,
                 model=self.model,
                 min_count=self.min_count,
+                transcripts=self.transcripts,
             )
         except Exception:  # the figures are a view of the results, which are already kept
             logging.getLogger(__name__).exception("card not rendered; the results are in the datastore")
