@@ -10,7 +10,11 @@ from whisperops.diarize import Turn
 from whisperops.diarize.frames import SILENCE, smooth, speech_mask, to_turns
 
 SR = 16000
-HOP_S = 0.1
+# Frames of 20 ms: a turn's edges are the VAD's own (its padding is inside the scoring collar);
+# 0.1 s frames, rounded outwards, overshot them and closed pauses between two turns of one party.
+HOP_S = 0.02
+# Labels are smoothed over this long: a flicker shorter than a turn is crosstalk, not a turn.
+SMOOTH_S = 0.5
 # A frame belongs to a channel when it is this much louder there (crosstalk and echo are quieter).
 DOMINANCE_DB = 6.0
 
@@ -59,4 +63,4 @@ def split_by_channel(channels: np.ndarray) -> list[Turn]:
     n = min(speech.size, levels.shape[1])
     labels = np.full(n, SILENCE, dtype=np.int64)
     labels[speech[:n]] = (levels[1, speech[:n]] > levels[0, speech[:n]]).astype(np.int64)
-    return to_turns(smooth(labels, 5), HOP_S)
+    return to_turns(smooth(labels, round(SMOOTH_S / HOP_S)), HOP_S)
