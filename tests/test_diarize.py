@@ -99,6 +99,26 @@ def test_two_readers_are_told_apart_without_a_count(conversation):
     assert d.der <= 0.2, d
 
 
+def test_telephone_band_voices_are_told_apart(conversation, tmp_path):
+    """Through a phone line (300-3400 Hz, 8 kHz) all voices sit closer together; two are still two, and
+    one voice through the same line is still one."""
+    from whisperops.audio import load_audio
+    from whisperops.diarize.devset import _telephone
+    from whisperops.diarize.score import diarization_error
+
+    audio, truth = load_audio(conversation["mono"]), conversation["truth"]
+    call = _telephone(audio, truth, tmp_path)
+    hyp = diarize_file(call.path, DiarizeSettings(diarize=True))
+    assert {t.speaker for t in hyp} == {"A", "B"}
+    assert diarization_error(truth, hyp).rate("confusion") <= 0.10
+    solo = audio.copy()  # the LJ Speech reader's turns only, the other's silenced
+    for t in truth:
+        if t.speaker != "lj":
+            solo[int(t.start * SR) : int(t.end * SR)] = 0
+    one = _telephone(solo, [t for t in truth if t.speaker == "lj"], tmp_path, "one_")
+    assert {t.speaker for t in diarize_file(one.path, DiarizeSettings(diarize=True))} == {"A"}
+
+
 def test_a_count_or_range_is_obeyed(conversation):
     three = diarize_file(conversation["mono"], DiarizeSettings(diarize=True, num_speakers=3))
     assert len({t.speaker for t in three}) == 3
@@ -128,7 +148,8 @@ def test_stereo_call_is_split_by_channel(conversation):
     assert talkers_per_channel(load_channels(conversation["call"]))
     hyp = diarize_file(conversation["call"], DiarizeSettings(diarize=True))
     d = diarization_error(conversation["truth"], hyp)
-    assert d.rate("confusion") <= 0.02 and d.der <= 0.08, d
+    # Turn edges are the VAD's own, within the collar: the issue's target for calls is 2%.
+    assert d.rate("confusion") <= 0.02 and d.der <= 0.02, d
     # A mono recording copied to both channels carries no channel cue: it is diarized by voice.
     assert not talkers_per_channel(load_channels(conversation["dual_mono"]))
 

@@ -86,7 +86,8 @@ def _interleave(sources: dict[str, list[np.ndarray]], rng: np.random.Generator) 
 def build(shared: Path, out_dir: Path, *, tts: bool = True, holdout: bool = False) -> list[DevFile]:
     """Write the dev set's WAVs and ``truth.json`` under ``out_dir``; returns its files.
 
-    ``holdout`` builds six other files, from clips and speakers the settings were not tuned on.
+    ``holdout`` builds six other files, from clips and speakers the settings were not tuned on, and
+    a telephone and a stereo copy of its two readers.
     """
     if holdout:
         return _write(_holdout_files(shared), out_dir, np.random.default_rng(81))
@@ -153,6 +154,13 @@ def _write(files: list[tuple[str, str, dict[str, list[np.ndarray]]]], out_dir: P
         if name == "two_readers":
             result.append(_telephone(audio, truth, out_dir))
             result.append(_stereo(sources, rng, out_dir))
+        elif name == "ho_two_readers":
+            # Its own generator: the other held-out files keep the layout they were first measured on.
+            result.append(_telephone(audio, truth, out_dir, "ho_"))
+            result.append(_stereo(sources, np.random.default_rng(82), out_dir, "ho_"))
+        elif name.endswith("one_speaker"):
+            # Narrow band must not split one voice either.
+            result.append(_telephone(audio, truth, out_dir, f"{name}_"))
     (out_dir / "truth.json").write_text(
         json.dumps([{**asdict(f), "path": str(f.path)} for f in result], indent=1), encoding="utf-8"
     )
@@ -225,7 +233,7 @@ def _tts_sources(out_dir: Path, human: np.ndarray) -> dict[str, list[np.ndarray]
     return sources
 
 
-def _telephone(audio: np.ndarray, truth: list[Turn], out_dir: Path) -> DevFile:
+def _telephone(audio: np.ndarray, truth: list[Turn], out_dir: Path, prefix: str = "") -> DevFile:
     """The same conversation through a phone line: 300-3400 Hz at 8 kHz, with a little line noise."""
     import soundfile as sf
     from scipy.signal import butter, resample_poly, sosfilt
@@ -233,12 +241,12 @@ def _telephone(audio: np.ndarray, truth: list[Turn], out_dir: Path) -> DevFile:
     sos = butter(6, [300, 3400], btype="bandpass", fs=SR, output="sos")
     narrow = resample_poly(sosfilt(sos, audio), 1, 2)
     narrow = narrow + np.random.default_rng(0).normal(0, 0.003, narrow.size)
-    path = out_dir / "telephone.wav"
+    path = out_dir / f"{prefix}telephone.wav"
     sf.write(path, narrow.astype(np.float32), SR // 2)
-    return DevFile("telephone", path, truth, "telephone")
+    return DevFile(f"{prefix}telephone", path, truth, "telephone")
 
 
-def _stereo(sources: dict[str, list[np.ndarray]], rng: np.random.Generator, out_dir: Path) -> DevFile:
+def _stereo(sources: dict[str, list[np.ndarray]], rng: np.random.Generator, out_dir: Path, prefix: str = "") -> DevFile:
     """A call: one party per channel, each leaking into the other 20 dB down (line echo)."""
     import soundfile as sf
 
@@ -250,9 +258,9 @@ def _stereo(sources: dict[str, list[np.ndarray]], rng: np.random.Generator, out_
         own, other = (left, right) if t.speaker == first else (right, left)
         own[a:b] = audio[a:b]
         other[a:b] = 0.1 * audio[a:b]
-    path = out_dir / "stereo_call.wav"
+    path = out_dir / f"{prefix}stereo_call.wav"
     sf.write(path, np.stack([left, right], axis=1), SR)
-    return DevFile("stereo_call", path, truth, "stereo")
+    return DevFile(f"{prefix}stereo_call", path, truth, "stereo")
 
 
 def load_truth(out_dir: Path) -> list[DevFile]:

@@ -31,6 +31,19 @@ HOP_S = 0.1  # resolution of the labels
 MERGE_DISTANCE = 0.4
 # Without a count given, a cluster this small (share of speech windows) is folded into its nearest.
 MIN_CLUSTER_SHARE = 0.04
+# When that distance finds one voice, a split is still taken if its clusters stand apart relative to
+# their own spread: a mean silhouette of the file's windows at least this. Narrow-band (telephone)
+# audio brings all voices closer together, below the fixed distance, but not closer relative to
+# each voice's own spread.
+MIN_SILHOUETTE = 0.3
+# ... over at least this many windows (a few overlapping windows of one voice split into tight
+# halves), into clusters of at least this share each (one odd stretch is not a speaker), and into
+# at most this many (--max-speakers lowers it).
+SILHOUETTE_MIN_WINDOWS = 20
+SILHOUETTE_MIN_SHARE = 0.1
+MAX_ESTIMATED = 8
+# Silhouettes are computed on at most this many windows, evenly spread (the distances are n by n).
+SILHOUETTE_WINDOWS = 1500
 
 
 def weights_path() -> Path:
@@ -170,9 +183,48 @@ def cluster(
         labels = fcluster(tree, t=merge_distance, criterion="distance")
         sizes = np.bincount(labels)[1:]
         k = max(1, int((sizes >= max(2, MIN_CLUSTER_SHARE * n)).sum()))
+        if k == 1 and (max_speakers or 2) > 1:
+            k = split_by_silhouette(embeddings, tree, min(max_speakers or MAX_ESTIMATED, MAX_ESTIMATED))
         k = min(max(k, min_speakers or 1), max_speakers or k, n)
     labels = fcluster(tree, t=k, criterion="maxclust") - 1
     return _refine(embeddings, labels)
+
+
+def split_by_silhouette(embeddings: np.ndarray, tree: np.ndarray, most: int) -> int:
+    """The count in ``2..most`` whose cut of ``tree`` has the best mean silhouette, or 1 when none
+    reaches :data:`MIN_SILHOUETTE` (see there)."""
+    from scipy.cluster.hierarchy import fcluster
+
+    n = len(embeddings)
+    if n < SILHOUETTE_MIN_WINDOWS:
+        return 1
+    sample = np.unique(np.linspace(0, n - 1, min(n, SILHOUETTE_WINDOWS)).astype(np.int64))
+    distance = 1.0 - embeddings[sample] @ embeddings[sample].T
+    best, best_score = 1, MIN_SILHOUETTE
+    for k in range(2, most + 1):
+        labels = fcluster(tree, t=k, criterion="maxclust") - 1
+        if np.bincount(labels, minlength=k).min() < SILHOUETTE_MIN_SHARE * n:
+            continue
+        score = silhouette(distance, labels[sample])
+        if score >= best_score:
+            best, best_score = k, score
+    return best
+
+
+def silhouette(distance: np.ndarray, labels: np.ndarray) -> float:
+    """Mean silhouette of ``labels`` over a square distance matrix (0 for a point alone in its cluster)."""
+    k = int(labels.max()) + 1
+    onehot = np.eye(k, dtype=distance.dtype)[labels]
+    sizes = onehot.sum(axis=0)
+    sums = distance @ onehot  # (n, k): summed distance from each point to each cluster
+    own = sizes[labels]
+    a = sums[np.arange(labels.size), labels] / np.maximum(own - 1, 1)
+    means = sums / np.maximum(sizes, 1)
+    means[np.arange(labels.size), labels] = np.inf
+    means[:, sizes == 0] = np.inf
+    b = means.min(axis=1)
+    score = np.where(own > 1, (b - a) / np.maximum(np.maximum(a, b), 1e-12), 0.0)
+    return float(score.mean())
 
 
 def _refine(embeddings: np.ndarray, labels: np.ndarray, rounds: int = 3) -> np.ndarray:
