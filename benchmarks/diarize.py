@@ -114,7 +114,10 @@ def overhead(dev: Path, rounds: int) -> dict:
             )
             runs[mode].append(json.loads(out.stdout.strip().splitlines()[-1]))
     med = {m: {k: statistics.median(x[k] for x in v) for k in ("wall_s", "peak_rss_mb")} for m, v in runs.items()}
+    files = devset.load_truth(dev)
     return {
+        "files": len(files),
+        "audio_s": round(sum(f.turns[-1].end for f in files), 1),
         "rounds": rounds,
         "median": med,
         "added_wall": med["diarize"]["wall_s"] / med["plain"]["wall_s"] - 1,
@@ -167,7 +170,8 @@ def main() -> None:
         report["overhead"] = o = overhead(args.dev, args.rounds)
         m = o["median"]
         print(
-            f"\ntranscribe tiny.en, {len(files)} files, medians of {o['rounds']}: plain {m['plain']['wall_s']:.1f} s "
+            f"\ntranscribe tiny.en, the {o['files']} tuned-on files ({o['audio_s']:.0f} s), medians of {o['rounds']}: "
+            f"plain {m['plain']['wall_s']:.1f} s "
             f"{m['plain']['peak_rss_mb']:.0f} MB; with --diarize {m['diarize']['wall_s']:.1f} s "
             f"{m['diarize']['peak_rss_mb']:.0f} MB: +{o['added_wall']:.0%} wall, +{o['added_rss_mb']:.0f} MB peak RSS"
         )
