@@ -31,10 +31,10 @@ HOP_S = 0.1  # resolution of the labels
 MERGE_DISTANCE = 0.4
 # Without a count given, a cluster this small (share of speech windows) is folded into its nearest.
 MIN_CLUSTER_SHARE = 0.04
-# When that distance finds one voice, a split is still taken if its clusters stand apart relative to
-# their own spread: a mean silhouette of the file's windows at least this. Narrow-band (telephone)
-# audio brings all voices closer together, below the fixed distance, but not closer relative to
-# each voice's own spread.
+# Without a count given, the cut whose clusters stand furthest apart relative to their own spread
+# is taken first (the best mean silhouette of the file's windows, if at least this); the fixed
+# distance above only when no cut qualifies. Narrow-band (telephone) audio brings all voices closer
+# together, below the fixed distance, but not closer relative to each voice's own spread.
 MIN_SILHOUETTE = 0.3
 # ... over at least this many windows (a few overlapping windows of one voice split into tight
 # halves), into clusters of at least this share each (one odd stretch is not a speaker), and into
@@ -180,27 +180,27 @@ def cluster(
     if num_speakers:
         k = min(num_speakers, n)
     else:
-        labels = fcluster(tree, t=merge_distance, criterion="distance")
-        sizes = np.bincount(labels)[1:]
-        k = max(1, int((sizes >= max(2, MIN_CLUSTER_SHARE * n)).sum()))
-        if k == 1 and (max_speakers or 2) > 1:
-            k = split_by_silhouette(embeddings, tree, min(max_speakers or MAX_ESTIMATED, MAX_ESTIMATED))
+        k = split_by_silhouette(embeddings, tree, min(max_speakers or MAX_ESTIMATED, MAX_ESTIMATED))
+        if k is None:
+            labels = fcluster(tree, t=merge_distance, criterion="distance")
+            sizes = np.bincount(labels)[1:]
+            k = max(1, int((sizes >= max(2, MIN_CLUSTER_SHARE * n)).sum()))
         k = min(max(k, min_speakers or 1), max_speakers or k, n)
     labels = fcluster(tree, t=k, criterion="maxclust") - 1
     return _refine(embeddings, labels)
 
 
-def split_by_silhouette(embeddings: np.ndarray, tree: np.ndarray, most: int) -> int:
-    """The count in ``2..most`` whose cut of ``tree`` has the best mean silhouette, or 1 when none
+def split_by_silhouette(embeddings: np.ndarray, tree: np.ndarray, most: int) -> int | None:
+    """The count in ``2..most`` whose cut of ``tree`` has the best mean silhouette, or None when none
     reaches :data:`MIN_SILHOUETTE` (see there)."""
     from scipy.cluster.hierarchy import fcluster
 
     n = len(embeddings)
     if n < SILHOUETTE_MIN_WINDOWS:
-        return 1
+        return None
     sample = np.unique(np.linspace(0, n - 1, min(n, SILHOUETTE_WINDOWS)).astype(np.int64))
     distance = 1.0 - embeddings[sample] @ embeddings[sample].T
-    best, best_score = 1, MIN_SILHOUETTE
+    best, best_score = None, MIN_SILHOUETTE
     for k in range(2, most + 1):
         labels = fcluster(tree, t=k, criterion="maxclust") - 1
         if np.bincount(labels, minlength=k).min() < SILHOUETTE_MIN_SHARE * n:
