@@ -119,6 +119,7 @@ def overhead(dev: Path, rounds: int) -> dict:
         "files": len(files),
         "audio_s": round(sum(f.turns[-1].end for f in files), 1),
         "rounds": rounds,
+        "runs": runs,
         "median": med,
         "added_wall": med["diarize"]["wall_s"] / med["plain"]["wall_s"] - 1,
         "added_rss_mb": med["diarize"]["peak_rss_mb"] - med["plain"]["peak_rss_mb"],
