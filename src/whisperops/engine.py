@@ -644,16 +644,13 @@ class _Piece:
     offset: int
 
 
-def packing_applies(engine: Engine | bool | None, options: DecodeOptions) -> bool:
+def packing_applies(engine: Engine, options: DecodeOptions) -> bool:
     """Whether :meth:`Engine.transcribe_packed` may decode these options: one language for all clips.
 
     Clips packed together share one language detection, so a multilingual model must be told the
     language; a ``batch_size`` of 1 asks for the plain sequential decoder, and so does ``pack``.
-    ``engine``: the loaded engine, or whether the model is multilingual where none is loaded (None:
-    unknown, counted as multilingual).
     """
-    multilingual = engine.is_multilingual if isinstance(engine, Engine) else engine is not False
-    return options.pack and options.batch_size != 1 and (options.language is not None or not multilingual)
+    return options.pack and options.batch_size != 1 and (options.language is not None or not engine.is_multilingual)
 
 
 def _speech_span(audio: np.ndarray, options: DecodeOptions) -> tuple[int, int] | None:

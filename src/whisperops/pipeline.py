@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from whisperops.audio import SAMPLE_RATE, DecodeReport, file_sha256, load_audio, probe_duration
-from whisperops.engine import PACK_BATCH_SIZE, PACK_GAP_S, PACK_WINDOW_S, DecodeOptions, Engine, packing_applies
+from whisperops.engine import PACK_BATCH_SIZE, PACK_WINDOW_S, DecodeOptions, Engine, packing_applies
 from whisperops.errors import WhisperOpsError
 from whisperops.paths import atomic_write_text, cache_dir
 from whisperops.results import Segment, Transcript
@@ -353,14 +353,13 @@ def _load_group(items: Sequence[MediaItem], group: list[int]) -> list[tuple[int,
     return loaded
 
 
-def plan_shards(items: Sequence[MediaItem], size: int, packed: bool = False) -> list[list[MediaItem]]:
+def plan_shards(items: Sequence[MediaItem], size: int) -> list[list[MediaItem]]:
     """Split ``items`` into ``ceil(n / size)`` shards of about equal decoding work (about ``size`` items each).
 
     Contiguous slices leave one worker most of the work when long and short files cluster (on the
     shared English set: 143 s of audio against 337 s), and a parallel run waits on its slowest shard.
     So the costliest item goes first onto the least-loaded shard (LPT scheduling). An item's cost is
-    its 30 s encoder windows (a 3 s clip decoded alone pays for a whole one; with ``packed``, a clip
-    short enough to pack pays for its share of a packed window) plus its length: fitted on tiny.en
+    its 30 s encoder windows (a 3 s clip pays for a whole one) plus its length: fitted on tiny.en
     (1 thread), one window costs about what decoding 50 s of speech does. Lengths come from the
     source's metadata or the container header (no decoding, no downloads); an unknown length counts
     as the median of the known ones. Within a shard, items keep their input order.
@@ -370,11 +369,7 @@ def plan_shards(items: Sequence[MediaItem], size: int, packed: bool = False) -> 
     count = math.ceil(len(items) / size)
     durations = [_known_duration(item) for item in items]  # None where unknown
     default = statistics.median(d for d in durations if d) if any(durations) else 30.0
-
-    def windows(d: float) -> float:
-        return (d + PACK_GAP_S) / PACK_WINDOW_S if packed and d <= PACK_WINDOW_S else math.ceil(d / 30)
-
-    costs = [windows(d) + d / 50 for d in (d or default for d in durations)]
+    costs = [math.ceil(d / 30) + d / 50 for d in (d or default for d in durations)]
     shards: list[list[int]] = [[] for _ in range(count)]
     loads = [0.0] * count
     for i in sorted(range(len(items)), key=lambda i: -costs[i]):

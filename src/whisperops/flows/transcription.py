@@ -113,8 +113,6 @@ class TranscriptionFlow(FlowSpec):
         from pathlib import Path
 
         from whisperops import checks
-        from whisperops.engine import packing_applies
-        from whisperops.models import registry
         from whisperops.pipeline import ItemResult, TranscriptCache, plan_shards
         from whisperops.sources import resolve
         from whisperops.writers import parse_formats
@@ -168,10 +166,8 @@ class TranscriptionFlow(FlowSpec):
                 pending.append(item)
 
         size = self.shard_size or max(1, math.ceil(len(pending) / (os.cpu_count() or 1)))
-        # Shards are balanced by decoding work, which packing changes (see pipeline.plan_shards).
-        packed = not self.diarize_settings and packing_applies(registry.is_multilingual(model_path), options)
         # Metaflow cannot foreach over nothing: one empty shard keeps the graph when all is cached.
-        self.shards = [[item.to_dict() for item in shard] for shard in plan_shards(pending, size, packed)] or [[]]
+        self.shards = [[item.to_dict() for item in shard] for shard in plan_shards(pending, size)] or [[]]
         print(
             f"{len(items)} items: {len(pending)} to transcribe in {len(self.shards)} shard(s), "
             f"{sum(r['status'] == 'cached' for r in self.early_results)} cached, "
