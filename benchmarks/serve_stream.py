@@ -6,7 +6,8 @@
 2. Realtime: the shared English clips of at most 10 s played into ``/v1/realtime`` (server_vad,
    OpenAI's defaults). The first ``--clips`` at real-time pace: per turn, seconds from the end of
    speech to ``completed`` (target median <= 1.0 s) and the gaps between deltas while speech goes on
-   (target: one a second at least). The word error rate of the completed transcripts, over every
+   (target: one a second at least), the first of them from ``speech_started`` to the turn's first
+   delta. The word error rate of the completed transcripts, over every
    clip, against offline transcription of the same clips on the same server (target: within 1
    point); the clips past ``--clips`` are played at ``--wer-pace``, as the final decodes (the
    completed text) see the same turns whatever the pace, and a set of a few clips is too small to
@@ -123,7 +124,7 @@ def realtime_rounds(base: str, clips: list[dict], timed: int, wer_pace: float) -
     url = base.replace("http://", "ws://") + "/v1/realtime?intent=transcription"
     session = {"type": "transcription", "audio": {"input": {"turn_detection": {"type": "server_vad"}}}}
     client = OpenAI(base_url=f"{base}/v1", api_key="none", max_retries=0, timeout=600)
-    latencies, gaps, refs, live, offline = [], [], [], [], []
+    latencies, gaps, firsts, refs, live, offline = [], [], [], [], [], []
     for n, clip in enumerate(clips):
         with open(clip["path"], "rb") as f:
             offline.append(client.audio.transcriptions.create(model="tiny.en", file=f).text)
@@ -143,6 +144,8 @@ def realtime_rounds(base: str, clips: list[dict], timed: int, wer_pace: float) -
                 for t, e in result.events
                 if e["type"].endswith(".delta") and e["item_id"] == item and t < stops.get(item, 1e9)
             ]
+            if len(marks) > 1:
+                firsts.append(marks[1] - start)
             marks.append(stops.get(item, marks[-1]))
             gaps += [b - a for a, b in itertools.pairwise(marks)]
         lat = [round(x, 2) for x in result.latencies()]
@@ -152,6 +155,7 @@ def realtime_rounds(base: str, clips: list[dict], timed: int, wer_pace: float) -
         "clips_wer": len(clips),
         "speech_end_to_completed_s": stats(latencies),
         "gap_between_deltas_s": stats(gaps),
+        "speech_started_to_first_delta_s": stats(firsts),
         "wer_realtime": round(wer(refs, live), 4),
         "wer_offline": round(wer(refs, offline), 4),
         "wer_realtime_timed_clips": round(wer(refs[:timed], live[:timed]), 4),

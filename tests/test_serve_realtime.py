@@ -88,7 +88,7 @@ def test_server_vad_turns_at_real_time_pace(ws_url: str, shared_manifest: list[d
         assert kinds.index("speech_stopped") + 1 == kinds.index("committed"), kinds
         deltas = [e["delta"] for e in events if e.get("item_id") == item and e["type"].endswith(".delta")]
         done = next(e for e in events if e.get("item_id") == item and e["type"].endswith(".completed"))
-        # Deltas carry the words two partial decodes agreed on, then the rest of the final decode, which is
+        # Deltas carry the words partial decodes settled on, then the rest of the final decode, which is
         # the completed text: a partial may have heard a word differently, never many.
         assert deltas and _words("".join(deltas))[-2:] == _words(done["transcript"])[-2:], (deltas, done)
         assert wer(done["transcript"], "".join(deltas)) < 0.15, (deltas, done["transcript"])
@@ -96,6 +96,9 @@ def test_server_vad_turns_at_real_time_pace(ws_url: str, shared_manifest: list[d
     first_delta = min(t for t, e in result.events if e["type"].endswith(".delta"))
     first_stop = min(t for t, e in result.events if e["type"].endswith("speech_stopped"))
     assert first_delta < first_stop, (first_delta, first_stop)
+    # The turn's first words go out from its first partial decode, without waiting for a second to agree.
+    first_start = min(t for t, e in result.events if e["type"].endswith("speech_started"))
+    assert first_delta - first_start < 1.4, (first_start, first_delta)
 
 
 def test_manual_commit_and_beta_event_names(ws_url: str, shared_speech: Path) -> None:
@@ -265,3 +268,28 @@ def test_last_delta_goes_on_where_the_sent_words_reach_in_the_final(sent: str, f
 
     words = final.split()
     assert " ".join(words[covered(sent.split(), words) :]) == rest
+
+
+@pytest.mark.parametrize(
+    ("previous", "previous_whole", "current", "current_whole", "settled"),
+    [
+        ("", 0, "Printing there.", 1, 1),  # a turn's first decode: the words heard whole
+        ("Printing there.", 1, "printing in the only", 3, 3),  # the last word before was only half heard
+        ("It is of the first.", 3, "It is over the first importance", 4, 2),  # contradicts a whole word
+        ("It is of the first.", 3, "It is of the first importance", 2, 5),  # agreed beyond the whole words
+        ("For all those?", 1, "For although the", 1, 1),
+    ],
+)
+def test_partial_words_settle_when_agreed_or_heard_whole(
+    previous: str, previous_whole: int, current: str, current_whole: int, settled: int
+) -> None:
+    from whisperops.serving.realtime import settled_prefix
+
+    assert settled_prefix(previous.split(), previous_whole, current.split(), current_whole) == settled
+
+
+def test_heard_whole_counts_words_that_end_before_the_last_quarter_second() -> None:
+    from whisperops.serving.realtime import heard_whole
+
+    assert heard_whole([0.3, 0.6, 0.74, 0.98], 1.0) == 2
+    assert heard_whole([0.9], 1.0) == 0 and heard_whole([], 1.0) == 0

@@ -4,7 +4,9 @@ The client streams pcm16 (24 kHz mono, little-endian, base64) with ``input_audio
 With ``server_vad`` turn detection, Silero VAD runs on the audio as it arrives and cuts turns:
 ``speech_started``, ``speech_stopped``, ``committed``; without it the client cuts them with
 ``input_audio_buffer.commit``. While a turn is spoken it is decoded every ``PARTIAL_EVERY_S`` (greedy)
-and the words two decodes agree on go out as ``...input_audio_transcription.delta``; the turn's final
+and the words that are settled go out as ``...input_audio_transcription.delta``: those two decodes agree
+on, and those heard whole (``SETTLED_AFTER_S`` of audio follows them) where the decode before raised no
+doubt about the words ahead of them, so a turn's first words need not wait for a second decode. The final
 decode (full beam) gives ``.completed``, whose text is the final's own even where a partial heard a
 word differently. That final decode starts as soon as the VAD hears silence, not after the silence
 duration has passed, so the transcript is usually ready when the turn is declared over.
@@ -46,8 +48,14 @@ RATE = 16000  # Whisper's
 VAD_FRAME = 512  # Silero's frame at 16 kHz (32 ms)
 VAD_CONTEXT = 64
 # Decode the turn so far this often while it is spoken. At most one delta comes per partial decode
-# (its words agreed with the one before), so for a delta every second the period is well under one.
+# (its words settled), so for a delta every second the period is well under one.
 PARTIAL_EVERY_S = 0.75
+# A turn's first partial comes this soon after the VAD hears speech: its words heard whole can go
+# out at once, and the first delta is the one a listener waits for longest.
+FIRST_PARTIAL_S = 0.5
+# A word that ended this long before the end of the audio decoded was heard whole; the last word or
+# two of a partial decode are usually cut mid-sound and change in the next one.
+SETTLED_AFTER_S = 0.25
 PARTIAL_MAX_S = 30.0  # past one Whisper window, partial decodes cost more than they show
 MIN_COMMIT_MS = 100  # OpenAI refuses to commit less audio than this
 TAIL_PAD_MS = 200
@@ -223,6 +231,30 @@ def agreed_prefix(previous: list[str], current: list[str]) -> int:
     return n
 
 
+def heard_whole(ends: list[float], audio_s: float) -> int:
+    """How many leading words of a partial decode end ``SETTLED_AFTER_S`` or more before its audio does."""
+    n = 0
+    for end in ends:
+        if end > audio_s - SETTLED_AFTER_S:
+            break
+        n += 1
+    return n
+
+
+def settled_prefix(previous: list[str], previous_whole: int, current: list[str], current_whole: int) -> int:
+    """How many leading words of the ``current`` partial decode can go out as deltas.
+
+    Those the decode before agrees on, as LocalAgreement does; and, where that agreement covers every
+    word the decode before heard whole (none, for a turn's first decode), those heard whole now. A
+    decode that contradicts a word the one before heard whole gets only the agreed words: one of the
+    two misheard it, and the next decode tells which.
+    """
+    agreed = agreed_prefix(previous, current)
+    if agreed >= previous_whole:
+        return max(agreed, current_whole)
+    return agreed
+
+
 def covered(sent: list[str], final: list[str]) -> int:
     """How many of ``final``'s words the ``sent`` words already stand for, aligned word by word.
 
@@ -253,6 +285,7 @@ class Turn:
     end_ms: int | None = None
     emitted: list[str] = field(default_factory=list)  # words sent as deltas
     hypothesis: list[str] = field(default_factory=list)  # the last partial decode's words
+    heard_whole: int = 0  # how many of them were heard whole
     partial_at_ms: int = 0
     partial: asyncio.Task | None = None
     final: asyncio.Task | None = None
@@ -391,7 +424,8 @@ class Session:
             self._maybe_partial()
 
     async def _start_turn(self, start_ms: int, heard_ms: int) -> None:
-        self.turn = Turn("item_" + uuid.uuid4().hex[:20], start_ms, partial_at_ms=heard_ms)
+        first_ms = heard_ms - round((PARTIAL_EVERY_S - FIRST_PARTIAL_S) * 1000)
+        self.turn = Turn("item_" + uuid.uuid4().hex[:20], start_ms, partial_at_ms=first_ms)
         await self.send(
             {"type": "input_audio_buffer.speech_started", "audio_start_ms": start_ms, "item_id": self.turn.item_id}
         )
@@ -446,7 +480,8 @@ class Session:
             # Partial hypotheses only need to be quick; the final one decodes as the server does.
             beam_size=self.settings.beam_size if final else 1,
             vad_filter=False,  # turns are speech already; the VAD cut them
-            word_timestamps=final and self.config.logprobs,
+            # Partials time their words to tell the ones heard whole from the one being spoken.
+            word_timestamps=self.config.logprobs if final else True,
             initial_prompt=" ".join([*([self.config.prompt] if self.config.prompt else []), *self.context]) or None,
             temperature=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0) if final else (0.0,),
         )
@@ -512,15 +547,16 @@ class Session:
             transcript = await self._decode(samples, final=False)
         except (QueueFull, RequestTimeout):
             return
-        words = transcript.text.split()
-        agreed = agreed_prefix(turn.hypothesis, words)
-        turn.hypothesis = words
-        if turn.end_ms is not None or agreed <= len(turn.emitted):
+        timed = [w for w in transcript.words if w.word.strip()]
+        words = [w.word.strip() for w in timed]
+        whole = heard_whole([w.end for w in timed], len(samples) / RATE)
+        settled = settled_prefix(turn.hypothesis, turn.heard_whole, words, whole)
+        turn.hypothesis, turn.heard_whole = words, whole
+        if turn.end_ms is not None or settled <= len(turn.emitted):
             return
         if agreed_prefix(turn.emitted, words) < len(turn.emitted):
             return  # this hypothesis rewrote words already sent; wait for the final
-        new = words[len(turn.emitted) : agreed]
-        await self._delta(turn, new)
+        await self._delta(turn, words[len(turn.emitted) : settled])
 
     async def _delta(self, turn: Turn, words: list[str], logprobs: list[dict[str, Any]] | None = None) -> None:
         text = " ".join(words)
