@@ -474,21 +474,22 @@ class Session:
         b = max(a, (end_ms - self.base_ms) * IN_RATE // 1000)
         return resample(self.buffer[a:b])
 
-    def _options(self, final: bool) -> DecodeOptions:
+    def _options(self, final: bool, timed: bool = False) -> DecodeOptions:
         return DecodeOptions(
             language=self.config.language,
             # Partial hypotheses only need to be quick; the final one decodes as the server does.
             beam_size=self.settings.beam_size if final else 1,
             vad_filter=False,  # turns are speech already; the VAD cut them
-            # Partials time their words to tell the ones heard whole from the one being spoken.
-            word_timestamps=self.config.logprobs if final else True,
+            # A partial times its words (to tell those heard whole) only until the turn's first delta:
+            # after that, agreement alone keeps a delta coming each decode, and untimed ones cost less.
+            word_timestamps=self.config.logprobs if final else timed,
             initial_prompt=" ".join([*([self.config.prompt] if self.config.prompt else []), *self.context]) or None,
             temperature=(0.0, 0.2, 0.4, 0.6, 0.8, 1.0) if final else (0.0,),
         )
 
-    async def _decode(self, samples: np.ndarray, final: bool) -> Any:
+    async def _decode(self, samples: np.ndarray, final: bool, timed: bool = False) -> Any:
         name = self.state.pool.canonical(self.config.model)
-        options = self._options(final)
+        options = self._options(final, timed)
 
         def run(_cancel: Any) -> Any:
             with self.state.pool.use(name) as engine:
@@ -544,11 +545,11 @@ class Session:
 
     async def _partial(self, turn: Turn, samples: np.ndarray) -> None:
         try:
-            transcript = await self._decode(samples, final=False)
+            transcript = await self._decode(samples, final=False, timed=not turn.emitted)
         except (QueueFull, RequestTimeout):
             return
         timed = [w for w in transcript.words if w.word.strip()]
-        words = [w.word.strip() for w in timed]
+        words = [w.word.strip() for w in timed] if timed else transcript.text.split()
         whole = heard_whole([w.end for w in timed], len(samples) / RATE)
         settled = settled_prefix(turn.hypothesis, turn.heard_whole, words, whole)
         turn.hypothesis, turn.heard_whole = words, whole
