@@ -666,9 +666,11 @@ def _speech_span(audio: np.ndarray, options: DecodeOptions) -> tuple[int, int] |
     from whisperops.audio import SAMPLE_RATE
     from whisperops.vad import speech_timestamps
 
+    if _is_digital_silence(audio):
+        return None
     if not options.vad_filter:
-        return (0, audio.size) if not _is_digital_silence(audio) else None
-    speech = speech_timestamps(audio, VadOptions()) if not _is_digital_silence(audio) else []
+        return 0, audio.size
+    speech = speech_timestamps(audio, VadOptions())
     if speech:
         return int(speech[0]["start"]), min(int(speech[-1]["end"]), audio.size)
     clips = speech_clips(audio, options)

@@ -14,14 +14,16 @@ SILENCE = -1
 
 def speech_mask(audio: np.ndarray, sr: int, hop_s: float, *, min_silence_ms: int = 300) -> np.ndarray:
     """One bool per ``hop_s`` frame: Silero VAD (shipped inside faster-whisper) heard speech there."""
-    from faster_whisper.vad import VadOptions, get_speech_timestamps
+    from faster_whisper.vad import VadOptions
+
+    from whisperops.vad import speech_timestamps
 
     n = int(np.ceil(audio.size / sr / hop_s))
     mask = np.zeros(n, dtype=bool)
     if audio.size == 0:
         return mask
     options = VadOptions(min_silence_duration_ms=min_silence_ms, speech_pad_ms=60)
-    for ts in get_speech_timestamps(audio.astype(np.float32), options, sampling_rate=sr):
+    for ts in speech_timestamps(audio.astype(np.float32), options, sampling_rate=sr):
         mask[int(ts["start"] / sr / hop_s) : int(np.ceil(ts["end"] / sr / hop_s))] = True
     return mask
 
