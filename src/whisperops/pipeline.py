@@ -28,10 +28,9 @@ from whisperops.sources import MediaItem, fetch, local_media
 from whisperops.writers import SubtitleOptions, write_all
 
 if TYPE_CHECKING:
-    from whisperops.diarize import DiarizeSettings
-
-if TYPE_CHECKING:
     import numpy as np
+
+    from whisperops.diarize import DiarizeSettings
 
 log = logging.getLogger(__name__)
 
