@@ -505,10 +505,10 @@ def _loud_gaps(audio: np.ndarray, speech: list[tuple[int, int]], hop: int = 320)
     if not frames.size:
         return []
     # Block by block: a float64 copy of a long window would cost eight bytes a sample at once.
-    power = np.empty(frames.shape[0])
-    for i in range(0, frames.shape[0], 3000):
-        block = frames[i : i + 3000].astype(np.float64)
-        power[i : i + 3000] = np.mean(block * block, axis=1)
+    power, step = np.empty(frames.shape[0]), 3000  # frames per block: a minute of audio
+    for i in range(0, frames.shape[0], step):
+        block = frames[i : i + step].astype(np.float64)
+        power[i : i + step] = np.mean(block * block, axis=1)
     db = 10.0 * np.log10(power + 1e-10)
     # Digital silence has no floor to speak of: judge against a quiet room instead.
     floor = max(float(np.percentile(db, 10)), -70.0)
