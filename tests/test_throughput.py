@@ -34,7 +34,7 @@ def normalized(text: str) -> list[str]:
     return re.sub(r"[^a-z0-9' ]", " ", text.lower()).split()
 
 
-def assert_unmixed(texts: list[str], alone: list[str], references: list[str]) -> None:
+def assert_unmixed(texts: list[str], alone: list[str], references: list[str], names: list[str] = CLIPS) -> None:
     """Each of ``texts`` starts and ends with its own clip's words, and holds no other clip's own words.
 
     A clip's own words are those of its reference and of its decode alone (which may hear "formed"
@@ -45,10 +45,10 @@ def assert_unmixed(texts: list[str], alone: list[str], references: list[str]) ->
     own = [set(normalized(a)) | set(normalized(r)) for a, r in zip(alone, references, strict=True)]
     for i, (text, expected) in enumerate(zip(texts, alone, strict=True)):
         got = normalized(text)
-        assert got and got[0] in own[i] and got[-1] in own[i], f"{CLIPS[i]}: {text!r} vs alone {expected!r}"
+        assert got and got[0] in own[i] and got[-1] in own[i], f"{names[i]}: {text!r} vs alone {expected!r}"
         foreign = {w for j, words in enumerate(own) if j != i for w in words if len(w) > 3} - own[i]
-        assert not foreign & set(got), f"{CLIPS[i]} holds another clip's words {foreign & set(got)}: {text!r}"
-        assert wer([expected], [text]) <= 0.3, f"{CLIPS[i]}: {text!r} vs alone {expected!r}"
+        assert not foreign & set(got), f"{names[i]} holds another clip's words {foreign & set(got)}: {text!r}"
+        assert wer([expected], [text]) <= 0.3, f"{names[i]}: {text!r} vs alone {expected!r}"
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def test_packed_clips_each_get_their_own_words(engine, clips, alone, references,
     with caplog.at_level(logging.INFO, logger="whisperops.engine"):
         packed = engine.transcribe_packed(clips, DecodeOptions(word_timestamps=True), sources=CLIPS)
     # The shared windows did the work: no clip was sent back to the sequential path.
-    assert "packed 7 clips into 2 windows; 0 to decode again alone" in caplog.text
+    assert "packed 7 clips into 2 windows; 0 to decode alone, 0 skipped to pack again" in caplog.text
     assert [t.source for t in packed] == CLIPS
     assert_unmixed([t.text for t in packed], alone, references)
     for name, transcript in zip(CLIPS, packed, strict=True):
@@ -86,6 +86,35 @@ def test_packed_clips_each_get_their_own_words(engine, clips, alone, references,
         assert all(0.0 <= w.start <= w.end <= transcript.duration for w in transcript.words), name
         assert transcript.timings["packed_batch_s"] > 0
     assert packed[0].text.startswith("And so my fellow Americans")
+
+
+# Two full windows in which Whisper ends early: it skips the last clip of the first and the last two
+# of the second (tiny.en, int8, one or two threads).
+SKIPPED = [
+    "ljspeech/LJ001-0007.wav",
+    "ljspeech/LJ001-0005.wav",
+    "librivox/sense_and_sensibility_01_austen_64kb-0930.wav",
+    "ljspeech/LJ001-0019.wav",
+    "librivox/sense_and_sensibility_01_austen_64kb-0920.wav",
+    "ljspeech/LJ001-0016.wav",
+]
+
+
+def test_skipped_clips_are_packed_again_and_their_neighbours_kept(engine, shared_speech, shared_manifest, caplog):
+    """A clip Whisper skips in a full window goes into a second packed round; the window's other
+    clips keep their words, so nothing is decoded alone and no clip loses or borrows words."""
+    from whisperops.audio import load_audio
+    from whisperops.engine import DecodeOptions
+
+    audios = [load_audio(shared_speech / c) for c in SKIPPED]
+    by_audio = {row["audio"]: row["text"] for row in shared_manifest}
+    with caplog.at_level(logging.INFO, logger="whisperops.engine"):
+        packed = engine.transcribe_packed(audios, DecodeOptions())
+    rounds = re.findall(r"packed (\d+) clips into \d+ windows; (\d+) to decode alone, (\d+) skipped", caplog.text)
+    assert rounds[0][0] == "6" and int(rounds[0][2]) > 0, caplog.text  # the case this test is about happened
+    assert len(rounds) == 2 and rounds[1][0] == rounds[0][2] and rounds[1][2] == "0", caplog.text
+    alone = [engine.transcribe(audio, DecodeOptions(pack=False)).text for audio in audios]
+    assert_unmixed([t.text for t in packed], alone, [by_audio[c] for c in SKIPPED], SKIPPED)
 
 
 def test_a_quiet_whisper_is_packed_not_dropped(engine, shared_speech, jfk):

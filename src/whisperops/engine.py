@@ -629,9 +629,12 @@ PACK_BATCH_SIZE = 8
 # batched pipeline never retries) has its clips decoded again one by one, by the sequential path.
 PACK_MAX_COMPRESSION = 2.4
 PACK_MIN_AVG_LOGPROB = -1.0
-# ...and so does a window where a clip got too few words, or none near its start or end (see _covered).
+# A clip that got too few words, or none near its start or end (see _covered), was mostly skipped
+# (Whisper ends a full window early) rather than given to a neighbour, whose own words stay: it is
+# packed again with the other skipped clips, and decoded alone only if it is skipped PACK_ROUNDS times.
 PACK_MIN_WORDS_PER_S = 1.0
 PACK_MAX_UNHEARD_S = 2.0
+PACK_ROUNDS = 2
 
 
 @dataclass(frozen=True)
@@ -722,10 +725,6 @@ class _PackedDecoder:
 
     def run(self, audios: list[np.ndarray]) -> list[list[Segment] | None]:
         """Per clip: its segments (times in the clip), or None where it must be decoded alone."""
-        import numpy as np
-
-        from whisperops.audio import SAMPLE_RATE
-
         result: list[list[Segment] | None] = [[] for _ in audios]
         spans = []
         for i, audio in enumerate(audios):
@@ -733,8 +732,22 @@ class _PackedDecoder:
             if span is not None:
                 spans.append((i, *span))
                 self.kept[i] = span[1] - span[0]
-        if not spans:
-            return result
+        for _ in range(PACK_ROUNDS):
+            if not spans:
+                break
+            spans = self._round(audios, spans, result)
+        for i, _, _ in spans:  # still skipped after every round
+            result[i] = None
+        return result
+
+    def _round(
+        self, audios: list[np.ndarray], spans: list[tuple[int, int, int]], result: list[list[Segment] | None]
+    ) -> list[tuple[int, int, int]]:
+        """Decode ``spans`` packed; fill ``result``; return the spans of clips Whisper skipped."""
+        import numpy as np
+
+        from whisperops.audio import SAMPLE_RATE
+
         windows = _pack(spans)
         gap = int(PACK_GAP_S * SAMPLE_RATE)
         parts, pieces, clip_timestamps, at = [], [], [], 0
@@ -748,15 +761,23 @@ class _PackedDecoder:
                 pieces.append(_Piece(i, at, b - a, a))
                 at += b - a
             clip_timestamps.append({"start": start / SAMPLE_RATE, "end": at / SAMPLE_RATE})
-        words, retry = self._decode(np.concatenate(parts), clip_timestamps, pieces)
-        retry |= {p.clip for p in pieces if not _covered(p, words.get(p.clip, []))}
-        # A clip that lost words may have lost them to a neighbour: its whole window goes again.
-        alone = {i for window in windows if any(c in retry for c, _, _ in window) for i, _, _ in window}
-        log.info("packed %d clips into %d windows; %d to decode again alone", len(pieces), len(windows), len(alone))
+        words, suspect = self._decode(np.concatenate(parts), clip_timestamps, pieces)
+        # A doubtful decode may have put wrong words into any clip of its window: all of them go alone.
+        alone = {i for window in windows if any(c in suspect for c, _, _ in window) for i, _, _ in window}
+        skipped = {p.clip for p in pieces if p.clip not in alone and not _covered(p, words.get(p.clip, []))}
+        log.info(
+            "packed %d clips into %d windows; %d to decode alone, %d skipped to pack again",
+            len(pieces),
+            len(windows),
+            len(alone),
+            len(skipped),
+        )
         for piece in pieces:
-            found = words.get(piece.clip, [])
-            result[piece.clip] = None if piece.clip in alone else self._segments(found, piece)
-        return result
+            if piece.clip in alone:
+                result[piece.clip] = None
+            elif piece.clip not in skipped:
+                result[piece.clip] = self._segments(words.get(piece.clip, []), piece)
+        return [span for span in spans if span[0] in skipped]
 
     def _decode(
         self, audio: np.ndarray, clip_timestamps: list[dict[str, float]], pieces: list[_Piece]
