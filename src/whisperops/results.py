@@ -7,7 +7,8 @@ per-item metadata and timings a batch job needs to report on.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +70,24 @@ class Segment:
         words = data.get("words")
         fields = {k: v for k, v in data.items() if k in cls.__dataclass_fields__ and k != "words"}
         return cls(**fields, words=[Word(**w) for w in words] if words is not None else None)
+
+    def split(self, runs: Sequence[Sequence[Word]], *, keep_words: bool = True) -> list[Segment]:
+        """One segment per run of this segment's words (all of them, in order), each timed by its words.
+
+        A piece's token ids are unknown (None); a single run keeps the segment's own times and tokens.
+        """
+        whole = len(runs) == 1
+        return [
+            replace(
+                self,
+                start=self.start if whole else run[0].start,
+                end=self.end if whole else run[-1].end,
+                text="".join(w.word for w in run),
+                words=list(run) if keep_words else None,
+                tokens=self.tokens if whole else None,
+            )
+            for run in runs
+        ]
 
 
 @dataclass

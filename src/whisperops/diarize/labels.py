@@ -46,19 +46,9 @@ def label_transcript(transcript: Transcript, turns: Sequence[Turn], *, keep_word
         if not seg.words:
             segments.append(replace(seg, id=len(segments), speaker=speaker_at(seg.start, seg.end, turns)))
             continue
-        words = [replace(w, speaker=speaker_at(w.start, w.end, turns)) for w in seg.words]
-        for run in _runs(words):
-            segments.append(
-                replace(
-                    seg,
-                    id=len(segments),
-                    start=run[0].start if len(run) < len(words) else seg.start,
-                    end=run[-1].end if len(run) < len(words) else seg.end,
-                    text="".join(w.word for w in run),
-                    words=run if keep_words else None,
-                    speaker=run[0].speaker,
-                )
-            )
+        runs = _runs([replace(w, speaker=speaker_at(w.start, w.end, turns)) for w in seg.words])
+        for run, piece in zip(runs, seg.split(runs, keep_words=keep_words), strict=True):
+            segments.append(replace(piece, id=len(segments), speaker=run[0].speaker))
     speakers = [s for s in talk_time(turns) if any(seg.speaker == s["speaker"] for seg in segments)] if turns else []
     return replace(transcript, segments=segments, speakers=speakers, timings=dict(transcript.timings))
 
