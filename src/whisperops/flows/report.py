@@ -14,6 +14,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     import numpy as np
     import pandas as pd
 
@@ -178,8 +180,8 @@ def _figure(width: float = 7, height: float = 3.2):
     return plt.subplots(figsize=(width, height), dpi=100)
 
 
-def embedding_figure(names: Sequence[str], texts: Sequence[str]):
-    coords, method = embedding_map(texts)
+def embedding_figure(names: Sequence[str], coords: np.ndarray, method: str):
+    """The :func:`embedding_map` of the named texts, as a scatter plot."""
     fig, ax = _figure(7, 4.5)
     ax.scatter(coords[:, 0], coords[:, 1], s=28, color="#3b6ea8")
     for (x, y), name in zip(coords, names, strict=True):
@@ -347,6 +349,28 @@ def render_card(
     cells are rendered as text by the card itself, and the speaker timelines (from ``transcripts``,
     item name -> ``Transcript.to_dict()``) by Vega.
     """
+    from concurrent.futures import ThreadPoolExecutor
+
+    done = df[(df["status"] != "failed") & (df["text"].str.strip() != "")]
+    texts = done["text"].tolist()
+    # The sentence embeddings are numpy products, which run outside the GIL: beside the imports
+    # and figures below, on the second core, they cost the card almost nothing.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisperops-card") as pool:
+        mapped = pool.submit(embedding_map, texts) if texts else None
+        _render_card(card, df, summary, title, model, min_count, transcripts, done, mapped)
+
+
+def _render_card(
+    card: Any,
+    df: pd.DataFrame,
+    summary: dict[str, Any],
+    title: str,
+    model: str,
+    min_count: int,
+    transcripts: dict[str, dict[str, Any]] | None,
+    done: pd.DataFrame,
+    mapped: Future[tuple[np.ndarray, str]] | None,
+) -> None:
     import matplotlib.pyplot as plt
     from metaflow.cards import Image, Markdown, Table
 
@@ -387,14 +411,13 @@ def render_card(
     card.append(Markdown("## Items"))
     card.append(Table.from_dataframe(table, truncate=False))
 
-    done = df[(df["status"] != "failed") & (df["text"].str.strip() != "")]
     texts = done["text"].tolist()
     card.append(Markdown(f"## Word map (words said at least {max(1, min_count)} times)"))
     image = word_cloud(texts, min_count) if texts else None
     card.append(Image.from_pil_image(image) if image is not None else Markdown("_no word reaches min_count_"))
-    if texts:
+    if mapped is not None:
         card.append(Markdown("## Transcripts by content"))
-        fig = embedding_figure(done["name"].tolist(), texts)
+        fig = embedding_figure(done["name"].tolist(), *mapped.result())
         card.append(Image.from_matplotlib(fig))
         plt.close(fig)
     card.append(Markdown("## Languages and speed"))
