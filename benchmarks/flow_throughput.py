@@ -4,7 +4,7 @@ Rows (medians over --rounds, the order rotating each round):
   bare      faster-whisper, one process, sequential, --threads-bare threads (2)
   flow x1   TranscriptionFlow, --max-workers 1, one shard, 2 threads
   flow x2   TranscriptionFlow, --max-workers 2, shards of --shard-size items, 1 thread per task
-  (flow x2 batched with --batched: BatchedInferencePipeline inside each task)
+  (flow x2 with --batched N: the same with --batch-size N, e.g. 0 for the sequential decoder)
 
 "flow wall" is the run's own clock from the start step to the gathered results (resolve, hash,
 shard, model loads, transcription, merge): what the throughput target is about. "process wall"
@@ -51,7 +51,14 @@ def run_bare(model: str, rows: list[dict], threads: int, beam_size: int) -> dict
 
 
 def run_flow(
-    model: str, rows: list[dict], workers: int, threads: int, shard_size: int, batch: int, root: Path, beam: int = 0
+    model: str,
+    rows: list[dict],
+    workers: int,
+    threads: int,
+    shard_size: int,
+    batch: int | None,
+    root: Path,
+    beam: int = 0,
 ) -> dict:
     sysroot = root / f"mf-{time.time_ns()}"
     sysroot.mkdir(parents=True)
@@ -72,13 +79,12 @@ def run_flow(
         str(threads),
         "--shard-size",
         str(shard_size),
-        "--batch-size",
-        str(batch),
         "--max-workers",
         str(workers),
         "--run-id-file",
         str(sysroot / "run_id"),
         *(["--beam-size", str(beam)] if beam else []),
+        *(["--batch-size", str(batch)] if batch is not None else []),  # None: the flow's default
     ]
     start = time.perf_counter()
     proc = subprocess.run(
@@ -127,7 +133,9 @@ def main() -> None:
     ap.add_argument("--threads-bare", type=int, default=2)
     setting_argument(ap, DecodeOptions, "beam_size", "--beam-size", type=int)
     ap.add_argument("--shard-size", type=int, default=0, help="flow x2 items per task (0: the flow's default).")
-    ap.add_argument("--batched", type=int, default=0, help="Also run flow x2 with this batch size (e.g. 8).")
+    ap.add_argument(
+        "--batched", type=int, default=None, help="Also run flow x2 with this --batch-size (0: the sequential decoder)."
+    )
     ap.add_argument("--flow-beam", type=int, default=0, help="Also run flow x2 with this beam (bare keeps its own).")
     args = ap.parse_args()
 
@@ -140,16 +148,16 @@ def main() -> None:
     refs = [r["text"] for r in rows]
     configs = {
         "bare faster-whisper (2 threads)": lambda root: run_bare(args.model, rows, args.threads_bare, args.beam_size),
-        "flow, 1 worker x 2 threads": lambda root: run_flow(args.model, rows, 1, 2, len(rows), 0, root),
-        "flow, 2 workers x 1 thread": lambda root: run_flow(args.model, rows, 2, 1, args.shard_size, 0, root),
+        "flow, 1 worker x 2 threads": lambda root: run_flow(args.model, rows, 1, 2, len(rows), None, root),
+        "flow, 2 workers x 1 thread": lambda root: run_flow(args.model, rows, 2, 1, args.shard_size, None, root),
     }
-    if args.batched:
+    if args.batched is not None:
         configs[f"flow, 2 workers x 1 thread, batch {args.batched}"] = lambda root: run_flow(
             args.model, rows, 2, 1, args.shard_size, args.batched, root
         )
     if args.flow_beam:
         configs[f"flow, 2 workers x 1 thread, beam {args.flow_beam}"] = lambda root: run_flow(
-            args.model, rows, 2, 1, args.shard_size, 0, root, beam=args.flow_beam
+            args.model, rows, 2, 1, args.shard_size, None, root, beam=args.flow_beam
         )
     names = list(configs)
     results: dict[str, list[dict]] = {n: [] for n in names}

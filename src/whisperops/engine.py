@@ -73,11 +73,16 @@ class DecodeOptions:
     word_timestamps: bool = setting(False, help="Time every word.")
     initial_prompt: str | None = setting(None, help="Text to prime the decoder.")
     hotwords: str | None = setting(None, help="Words to bias decoding towards.")
-    batch_size: int = setting(0, help="> 1: batched inference (BatchedInferencePipeline) over speech chunks.")
+    batch_size: int = setting(
+        8,
+        help="Speech chunks of up to 30 s decoded at once (faster-whisper's BatchedInferencePipeline; a chunk "
+        "it doubts is decoded again with temperature fallback). 0: one window at a time, faster-whisper's "
+        "sequential decoder; 1: that, and no packing either.",
+    )
     pack: bool = setting(
         True,
-        help="Decode short clips several to one 30 s window, in batches (longer files, and doubtful windows, "
-        "are decoded one by one).",
+        help="Decode short clips several to one 30 s window, in batches (a doubtful window's clips are decoded "
+        "one by one).",
     )
     condition_on_previous_text: bool = setting(True, help="Feed each window the previous window's text.")
     temperature: tuple[float, ...] = setting(
@@ -258,6 +263,8 @@ class Engine:
         if language and not self.is_multilingual and language != "en":
             raise OptionError(f"--language {language}: model {self.model_name!r} is English-only")
         batched = options.batch_size > 1
+        # A batched clip comes back as one segment of up to 30 s: its words cut it into sentences.
+        timed = options.word_timestamps or batched
         clips = speech_clips(audio, options, max_clip_s=BATCH_CLIP_S if batched else None)
         kept_s = sum(c.end - c.start for c in clips)
         if not clips:
@@ -274,18 +281,53 @@ class Engine:
             task=options.task,
             beam_size=options.beam_size,
             vad_filter=False,
-            word_timestamps=options.word_timestamps,
+            word_timestamps=timed,
             initial_prompt=options.initial_prompt,
             hotwords=options.hotwords,
             condition_on_previous_text=options.condition_on_previous_text,
             temperature=list(options.temperature),
             **extra,
         )
+        if batched:
+            raw = self._doubtful_clips_again(audio, raw, clips, options, info.language)
         length = round(audio.size / SAMPLE_RATE, 3)
         rescued = [c for c in clips if c.rescued]
         kept = (s for s in raw if not rescued or _confident_or_outside(s, rescued))
         converted = (_clamped(_convert(i, s), length) for i, s in enumerate(kept))
+        if batched:
+            converted = _numbered(p for seg in converted for p in _sentences(seg, options.word_timestamps))
         return converted, _Info(info, kept_s)
+
+    def _doubtful_clips_again(
+        self, audio: np.ndarray, raw: Iterable[Any], clips: list[Clip], options: DecodeOptions, language: str | None
+    ) -> Iterator[Any]:
+        """The batched decode's segments, except that a clip whose decode faster-whisper would have
+        retried at a higher temperature (:func:`_doubtful`) is decoded again by the sequential decoder,
+        fallback and all: the batched pipeline samples at the first temperature only."""
+        import itertools
+
+        starts = [round(c.start * 100) for c in clips]  # faster-whisper's seek: the clip's start in frames
+        for seek, group in itertools.groupby(raw, key=lambda s: s.seek):
+            segments = list(group)
+            if not any(_doubtful(s) for s in segments):
+                yield from segments
+                continue
+            clip = clips[min(range(len(clips)), key=lambda i: abs(starts[i] - seek))]
+            log.info("batched decode of %.1f-%.1f s looks doubtful; decoding it again alone", clip.start, clip.end)
+            again, _ = self.model.transcribe(
+                audio,
+                language=language,
+                task=options.task,
+                beam_size=options.beam_size,
+                vad_filter=False,
+                word_timestamps=True,  # as the batched decode had them (see segments)
+                initial_prompt=options.initial_prompt,
+                hotwords=options.hotwords,
+                condition_on_previous_text=False,  # one clip, as the batched decode had it
+                temperature=list(options.temperature),
+                clip_timestamps=[clip.start, clip.end],
+            )
+            yield from again
 
     def transcribe(
         self,
@@ -530,6 +572,20 @@ def _loud_gaps(audio: np.ndarray, speech: list[tuple[int, int]], hop: int = 320)
     return gaps
 
 
+# faster-whisper's own thresholds for trying the next temperature (compression_ratio_threshold,
+# log_prob_threshold, and no_speech_threshold, under which a low log-probability is just silence).
+RETRY_MAX_COMPRESSION = 2.4
+RETRY_MIN_AVG_LOGPROB = -1.0
+RETRY_SILENCE_NO_SPEECH_PROB = 0.6
+
+
+def _doubtful(seg: Any) -> bool:
+    """Whether faster-whisper's sequential decoder would have decoded ``seg``'s window again, hotter."""
+    if seg.compression_ratio > RETRY_MAX_COMPRESSION:
+        return True
+    return seg.avg_logprob < RETRY_MIN_AVG_LOGPROB and seg.no_speech_prob <= RETRY_SILENCE_NO_SPEECH_PROB
+
+
 def _confident_or_outside(seg: Any, rescued: list[Clip]) -> bool:
     """Keep a segment unless it comes from a rescued clip and Whisper doubts it heard speech."""
     mid = (seg.start + seg.end) / 2
@@ -556,6 +612,30 @@ class _NoSpeech:
     duration: float
     language_probability: float = 0.0
     duration_after_vad: float = 0.0
+
+
+# Where a batched or packed segment (one per clip) is cut: after a word that ends a sentence, and
+# at a pause between words at least this long, as Whisper's own timestamps cut sequential ones.
+SENTENCE_ENDS = (".", "?", "!")
+SENTENCE_PAUSE_S = 1.0
+
+
+def _sentences(seg: Segment, keep_words: bool) -> list[Segment]:
+    """``seg`` cut at its sentence ends and pauses (by its words); its words kept only if asked for."""
+    if not seg.words:
+        return [seg if keep_words else replace(seg, words=None)]
+    runs: list[list[Word]] = [[]]
+    for word, following in zip(seg.words, [*seg.words[1:], None], strict=True):
+        runs[-1].append(word)
+        if following is not None and (
+            word.word.rstrip().endswith(SENTENCE_ENDS) or following.start - word.end >= SENTENCE_PAUSE_S
+        ):
+            runs.append([])
+    return seg.split(runs, keep_words=keep_words)
+
+
+def _numbered(segments: Iterable[Segment]) -> Iterator[Segment]:
+    return (replace(seg, id=i) for i, seg in enumerate(segments))
 
 
 def _clamped(seg: Segment, length: float) -> Segment:
@@ -626,9 +706,8 @@ PACK_WINDOW_S = 22.0
 PACK_GAP_S = 1.0
 PACK_BATCH_SIZE = 8
 # A window whose decode looks like one faster-whisper would retry at a higher temperature (the
-# batched pipeline never retries) has its clips decoded again one by one, by the sequential path.
-PACK_MAX_COMPRESSION = 2.4
-PACK_MIN_AVG_LOGPROB = -1.0
+# batched pipeline never retries, see _doubtful) has its clips decoded again one by one, by the
+# sequential path.
 # A clip that got too few words, or none near its start or end (see _covered), was mostly skipped
 # (Whisper ends a full window early) rather than given to a neighbour, whose own words stay: it is
 # packed again with the other skipped clips, and decoded alone only if it is skipped PACK_ROUNDS times.
@@ -806,7 +885,7 @@ class _PackedDecoder:
         words: dict[int, list[tuple[Any, Any]]] = {}
         retry: set[int] = set()
         for seg in raw:
-            suspect = seg.compression_ratio > PACK_MAX_COMPRESSION or seg.avg_logprob < PACK_MIN_AVG_LOGPROB
+            suspect = _doubtful(seg)
             for word in seg.words or ():
                 mid = (word.start + word.end) / 2 * SAMPLE_RATE
                 piece = min(pieces, key=lambda p: max(p.at - mid, mid - (p.at + p.length), 0.0))
@@ -833,17 +912,16 @@ class _PackedDecoder:
         segments = []
         for seg, ws in groups.values():
             timed = [Word(moved(w.start), moved(w.end), w.word, round(float(w.probability), 4)) for w in ws]
-            segments.append(
-                Segment(
-                    id=len(segments),
-                    start=timed[0].start,
-                    end=timed[-1].end,
-                    text="".join(w.word for w in ws),
-                    avg_logprob=round(seg.avg_logprob, 4),
-                    no_speech_prob=round(seg.no_speech_prob, 4),
-                    compression_ratio=round(seg.compression_ratio, 4),
-                    temperature=seg.temperature,
-                    words=timed if self.options.word_timestamps else None,
-                )
+            whole = Segment(
+                id=0,
+                start=timed[0].start,
+                end=timed[-1].end,
+                text="".join(w.word for w in ws),
+                avg_logprob=round(seg.avg_logprob, 4),
+                no_speech_prob=round(seg.no_speech_prob, 4),
+                compression_ratio=round(seg.compression_ratio, 4),
+                temperature=seg.temperature,
+                words=timed,
             )
-        return segments
+            segments.extend(_sentences(whole, self.options.word_timestamps))
+        return list(_numbered(segments))

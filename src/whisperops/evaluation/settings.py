@@ -19,13 +19,15 @@ class EvalSettings:
 
     Decoding settings repeat :class:`~whisperops.engine.DecodeOptions` and
     :class:`~whisperops.engine.EngineConfig` except where an evaluation differs on purpose: VAD is
-    off, as in bare faster-whisper, so the numbers compare with it.
+    off and windows are decoded one at a time, as in bare faster-whisper, so the numbers compare with it.
     """
 
     beam_size: int = same_as(DecodeOptions, "beam_size")
     language: str | None = setting(None, help="Force a language (default: each row's, else detected).")
     vad_filter: bool = setting(False, help="Silero VAD before decoding (off, like bare faster-whisper).")
-    batch_size: int = same_as(DecodeOptions, "batch_size")
+    batch_size: int = setting(
+        0, help="0: one window at a time, as bare faster-whisper decodes (so the numbers compare); > 1: batched."
+    )
     compute_type: str = same_as(EngineConfig, "compute_type")
     device: str = same_as(EngineConfig, "device")
     cpu_threads: int = same_as(EngineConfig, "cpu_threads")

@@ -300,6 +300,9 @@ class AudioForm:
                 language=self.language,
                 task=self.task,
                 beam_size=settings.beam_size,
+                # The sequential decoder: the API's segments are Whisper's own (timestamp tokens, seek), a
+                # stream sends each window's as it is decoded, and the pool runs requests side by side.
+                batch_size=0,
                 # Diarization labels words, then splits segments where the speaker changes; logprobs come from
                 # faster-whisper's word alignment.
                 word_timestamps="word" in grans or self.response_format == "diarized_json" or self.logprobs,

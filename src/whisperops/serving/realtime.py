@@ -479,6 +479,7 @@ class Session:
             language=self.config.language,
             # Partial hypotheses only need to be quick; the final one decodes as the server does.
             beam_size=self.settings.beam_size if final else 1,
+            batch_size=0,  # a turn is one window: the sequential decoder, with its fallback and timestamps
             vad_filter=False,  # turns are speech already; the VAD cut them
             # A partial times its words (to tell those heard whole) only until the turn's first delta:
             # after that, agreement alone keeps a delta coming each decode, and untimed ones cost less.
