@@ -207,6 +207,29 @@ def test_transcribe_with_diarize_writes_speakers_everywhere(engine, conversation
     assert WRITERS["tsv"]().render(plain).startswith("start\tend\ttext\n")
 
 
+def test_diarized_batch_of_short_clips_is_packed(engine, conversation, jfk, tmp_path):
+    """Short clips share encoder windows when diarized too, and each is labelled on its own clock."""
+    from whisperops.audio import load_audio
+    from whisperops.diarize.labels import speaker_at
+    from whisperops.engine import DecodeOptions
+    from whisperops.pipeline import transcribe_items
+    from whisperops.sources import resolve
+
+    cut = 15.0  # the conversation's first turns, short enough to pack
+    short = tmp_path / "short.wav"
+    sf.write(short, load_audio(conversation["mono"])[: int(cut * SR)], SR)
+    truth = [Turn(t.start, min(t.end, cut), t.speaker) for t in conversation["truth"] if t.start < cut]
+    results = transcribe_items(engine, resolve([str(jfk), str(short)]), DecodeOptions(), diarize=DiarizeSettings(True))
+    assert all(r.ok for r in results), [r.error for r in results]
+    solo, two = (r.transcript for r in results)
+    assert all("packed_batch_s" in t.timings for t in (solo, two))
+    assert [s["speaker"] for s in solo.speakers] == ["A"] and [s["speaker"] for s in two.speakers] == ["A", "B"]
+    assert all(s.words is None for t in (solo, two) for s in t.segments)  # not asked for
+    # Every segment's label names the reader who was speaking then in the truth, one to one.
+    pairs = {(s.speaker, speaker_at(s.start, s.end, truth)) for s in two.segments}
+    assert len(pairs) == 2 and len({a for a, _ in pairs}) == len({b for _, b in pairs}) == 2, pairs
+
+
 def test_flow_run_carries_speakers_in_results(conversation, tmp_path):
     """`whisperops transcribe --diarize` through the Metaflow flow: outputs and ``results`` name the speakers."""
     from test_cli import run_cli

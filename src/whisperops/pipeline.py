@@ -152,10 +152,9 @@ def transcribe_item(
     progress = progress or NoProgress()
     progress.item_started(item)
     start = time.perf_counter()
-    diarizing = diarize is not None and diarize.diarize
+    diarizing = _diarizing(diarize)
     keep_words = options.word_timestamps
-    if diarizing and not options.word_timestamps:
-        options = dataclasses.replace(options, word_timestamps=True)
+    options = _decode_options(options, diarize)
     try:
         path = fetch(item)
         key = cache.key(file_sha256(path), engine, options) if cache else None
@@ -228,10 +227,13 @@ def transcribe_items(
     diarize: DiarizeSettings | None = None,
     subtitles: SubtitleOptions | None = None,
 ) -> list[ItemResult]:
-    """Results in ``items``' order; short clips are decoded in packed batches where the options allow."""
-    # Diarization times every word of a clip on its own clock, which packing would share between clips.
-    if diarize is None and packing_applies(engine, options):
-        return _transcribe_packed(engine, items, options, output_dir, formats, cache, progress, subtitles)
+    """Results in ``items``' order; short clips are decoded in packed batches where the options allow.
+
+    Diarized clips pack too: a packed transcript times each word on its own clip's clock, and the
+    labels are put on per item after decoding.
+    """
+    if packing_applies(engine, options):
+        return _transcribe_packed(engine, items, options, output_dir, formats, cache, progress, subtitles, diarize)
     return [
         transcribe_item(
             engine,
@@ -246,6 +248,17 @@ def transcribe_items(
         )
         for item in items
     ]
+
+
+def _diarizing(diarize: DiarizeSettings | None) -> bool:
+    return diarize is not None and diarize.diarize
+
+
+def _decode_options(options: DecodeOptions, diarize: DiarizeSettings | None) -> DecodeOptions:
+    """What to decode with: diarization puts its labels on words, so it needs them timed."""
+    if _diarizing(diarize) and not options.word_timestamps:
+        return dataclasses.replace(options, word_timestamps=True)
+    return options
 
 
 # --- Packed batches of short clips ---------------------------------------------------------------
@@ -263,6 +276,7 @@ def _transcribe_packed(
     cache: TranscriptCache | None,
     progress: Progress | None,
     subtitles: SubtitleOptions | None = None,
+    diarize: DiarizeSettings | None = None,
 ) -> list[ItemResult]:
     """Short uncached clips go through :meth:`Engine.transcribe_packed` in groups, the rest one by one.
 
@@ -281,12 +295,15 @@ def _transcribe_packed(
             formats=formats,
             cache=cache,
             progress=progress,
+            diarize=diarize,
             subtitles=subtitles,
             decoded=decoded,
         )
 
+    # The clips are decoded (and cached) as transcribe_item would decode them; it labels them.
+    decode_options = _decode_options(options, diarize)
     results: list[ItemResult | None] = [None] * len(items)
-    groups = _pack_groups(engine, items, options, cache)
+    groups = _pack_groups(engine, items, decode_options, cache)
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisperops-audio") as pool:
         pending = pool.submit(_load_group, items, groups[0]) if groups else None
         for n, group in enumerate(groups):
@@ -297,7 +314,9 @@ def _transcribe_packed(
             if loaded:
                 try:
                     transcripts = engine.transcribe_packed(
-                        [audio for _, audio, _ in loaded], options, sources=[items[i].source for i, _, _ in loaded]
+                        [audio for _, audio, _ in loaded],
+                        decode_options,
+                        sources=[items[i].source for i, _, _ in loaded],
                     )
                 except Exception:  # the items' own decodes (below) say what is wrong with them
                     log.exception("packed decode of %d clips failed; decoding them one by one", len(loaded))
