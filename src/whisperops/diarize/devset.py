@@ -2,7 +2,8 @@
 
 Clips come from the shared speech set (never copied into the repo) and from offline TTS voices;
 each is trimmed of its edge silence, cut into turns of varied length and laid end to end with short
-pauses. The truth is where each piece was laid.
+pauses. The truth is where each piece's speech was laid: its speech found on the clean clip, before
+mixing (see :func:`speech_regions`).
 """
 
 from __future__ import annotations
@@ -32,13 +33,47 @@ class DevFile:
         return len({t.speaker for t in self.turns})
 
 
+TRIM_HOP = 160  # 10 ms
+# The truth's speech: a frame is speech when it stands this share of the way from the clean clip's
+# noise floor (its quietest frames) to its loudest frame. The readers' rooms differ (LibriVox noise
+# 25 dB under the voice, LJ Speech 55 dB), so a fixed distance below the peak counts noise as speech.
+SPEECH_ABOVE_FLOOR = 0.2
+FLOOR_PERCENTILE = 5
+# ... and pauses shorter than this inside a reading are part of it (stops and breaths between words,
+# as people hear a turn), longer ones are not.
+TRUTH_MIN_PAUSE_S = 0.3
+
+
+def _levels_db(x: np.ndarray, hop: int = TRIM_HOP) -> np.ndarray:
+    n = x.size // hop
+    return 10 * np.log10(np.mean(x[: n * hop].reshape(n, hop) ** 2, axis=1) + 1e-10)
+
+
 def _trim(x: np.ndarray, floor_db: float = -35.0) -> np.ndarray:
     """Drop leading and trailing frames quieter than ``floor_db`` below the clip's peak level."""
-    hop = 160
-    n = x.size // hop
-    level = 10 * np.log10(np.mean(x[: n * hop].reshape(n, hop) ** 2, axis=1) + 1e-10)
+    level = _levels_db(x)
     loud = np.flatnonzero(level > level.max() + floor_db)
-    return x[loud[0] * hop : (loud[-1] + 1) * hop] if loud.size else x
+    return x[loud[0] * TRIM_HOP : (loud[-1] + 1) * TRIM_HOP] if loud.size else x
+
+
+def speech_regions(clip: np.ndarray) -> list[tuple[float, float]]:
+    """Where a clean clip (before any mixing) holds speech, in seconds: frames above its own noise
+    floor (see SPEECH_ABOVE_FLOOR), with pauses shorter than TRUTH_MIN_PAUSE_S bridged.
+
+    The dev set's truth is built from this: not from a clip's whole extent, which counts a reader's
+    pauses as speech, and not from the diarizer's VAD on the mix, which would grade it against itself.
+    """
+    level = _levels_db(clip)
+    if not level.size:
+        return []
+    floor, peak = float(np.percentile(level, FLOOR_PERCENTILE)), float(level.max())
+    loud = np.flatnonzero(level > floor + SPEECH_ABOVE_FLOOR * (peak - floor))
+    if not loud.size:
+        return []
+    hop_s = TRIM_HOP / SR
+    breaks = np.flatnonzero(np.diff(loud) * hop_s > TRUTH_MIN_PAUSE_S)
+    starts, ends = loud[np.concatenate([[0], breaks + 1])], loud[np.concatenate([breaks, [loud.size - 1]])]
+    return [(float(a) * hop_s, min(float(b + 1) * hop_s, clip.size / SR)) for a, b in zip(starts, ends, strict=True)]
 
 
 def _pieces(x: np.ndarray, lengths_s: list[float]) -> list[np.ndarray]:
@@ -62,7 +97,7 @@ def _lay(turns: list[tuple[str, np.ndarray]], rng: np.random.Generator) -> tuple
         t += gap
         clip = clip / (np.max(np.abs(clip)) + 1e-9) * 0.5
         audio.append(clip.astype(np.float32))
-        truth.append(Turn(round(t, 3), round(t + clip.size / SR, 3), speaker))
+        truth.extend(Turn(round(t + a, 3), round(t + b, 3), speaker) for a, b in speech_regions(clip))
         t += clip.size / SR
     audio.append(np.zeros(int(0.5 * SR), np.float32))
     return np.concatenate(audio), truth
