@@ -3,8 +3,10 @@
 Builds the dev set (real speakers from ../shared/data/speech, piper and espeak voices, a telephone
 copy and a stereo call; see ``whisperops.diarize.devset``) into ``build/diarize-dev`` once. Prints
 per engine and file: DER with a 0.25 s collar split into confusion, miss and false alarm, and the
-speaker count found without a hint. Then the wall time and peak RSS that diarization adds over
-plain transcription (tiny.en, fresh processes, medians of ``--rounds`` with the order alternating).
+speaker count found without a hint (our engine gets the words of a tiny.en decode, as ``transcribe
+--diarize`` does; the time per file includes that decode). Then the wall time and peak RSS that
+diarization adds over plain transcription (tiny.en, fresh processes, medians of ``--rounds`` with
+the order alternating).
 
     flock /tmp/bench.lock python benchmarks/diarize.py --rounds 3
 """
@@ -24,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, SHARED_SPEECH, machine
 
-from whisperops.diarize import DiarizeSettings, Turn, devset, diarize_file
+from whisperops.diarize import DiarizeSettings, Turn, devset, diarize_file, words_heard
 from whisperops.diarize.score import DER, diarization_error
 
 DEV = ROOT / "build" / "diarize-dev"
@@ -32,8 +34,14 @@ HOLDOUT = ROOT / "build" / "diarize-holdout"
 
 
 def ours(engine: str):
+    """The engine as ``transcribe --diarize`` runs it: with the transcript's words as more evidence of speech."""
+    from whisperops.engine import DecodeOptions, Engine
+
+    whisper = Engine("tiny.en", cpu_threads=2)
+
     def run(path: Path) -> list[Turn]:
-        return diarize_file(path, DiarizeSettings(diarize=True, engine=engine))
+        heard = words_heard(whisper.transcribe(path, DecodeOptions(word_timestamps=True)))
+        return diarize_file(path, DiarizeSettings(diarize=True, engine=engine), heard)
 
     return run
 
@@ -83,7 +91,7 @@ def pooled(rows: list[dict]) -> DER:
 def child(mode: str, dev: Path) -> None:
     """One fresh process: transcribe every dev file, diarizing too when ``mode`` says so."""
     from whisperops.engine import DecodeOptions, Engine
-    from whisperops.pipeline import transcribe_item
+    from whisperops.pipeline import transcribe_items
     from whisperops.sources import resolve
 
     files = devset.load_truth(dev)
@@ -91,8 +99,7 @@ def child(mode: str, dev: Path) -> None:
     settings = DiarizeSettings(diarize=True) if mode == "diarize" else None
     items = resolve([str(f.path) for f in files])
     start = time.perf_counter()
-    for item in items:
-        result = transcribe_item(engine, item, DecodeOptions(), diarize=settings)
+    for result in transcribe_items(engine, items, DecodeOptions(), diarize=settings):
         assert result.ok, result.error
     wall = time.perf_counter() - start
     print(

@@ -119,6 +119,45 @@ def test_telephone_band_voices_are_told_apart(conversation, tmp_path):
     assert {t.speaker for t in diarize_file(one.path, DiarizeSettings(diarize=True))} == {"A"}
 
 
+def test_transcribed_words_rescue_narrow_band_speech_the_vad_missed(engine, shared_speech, tmp_path):
+    """Silero misses much of two quiet LibriVox readers through a phone line; the words decoded there
+    count as speech where they stand out of the line noise, and the pauses stay pauses."""
+    from whisperops.audio import load_audio
+    from whisperops.diarize import words_heard
+    from whisperops.diarize.devset import _interleave, _lay, _pieces, _telephone, _trim
+    from whisperops.diarize.score import diarization_error
+    from whisperops.engine import DecodeOptions
+
+    long = shared_speech / "multilingual/long"
+    sources = {
+        "de": _pieces(_trim(load_audio(long / "aeneas_librivox_de.flac")), [5, 4]),
+        "es": _pieces(_trim(load_audio(long / "aeneas_librivox_es.flac")), [4, 5]),
+    }
+    audio, truth = _lay(_interleave(sources, np.random.default_rng(81)), np.random.default_rng(81))
+    call = _telephone(audio, truth, tmp_path)
+    # Greedy only: tiny.en's fallback sampling on German and Spanish would make the words vary run to run.
+    heard = words_heard(engine.transcribe(call.path, DecodeOptions(word_timestamps=True, temperature=(0.0,))))
+    settings = DiarizeSettings(diarize=True, num_speakers=2)
+    alone = diarization_error(truth, diarize_file(call.path, settings))
+    helped = diarization_error(truth, diarize_file(call.path, settings, heard))
+    assert helped.rate("miss") <= alone.rate("miss") - 0.05, (alone, helped)
+    assert helped.rate("false_alarm") <= alone.rate("false_alarm") + 0.02, (alone, helped)
+
+
+def test_words_over_silence_or_steady_noise_add_no_speech():
+    """A word written over silence or a hum (a hallucination) is no evidence: nothing stands out there."""
+    from whisperops.diarize.frames import speech_mask
+
+    rng = np.random.default_rng(0)
+    everywhere = [(0.0, 4.0)]
+    for audio in (
+        np.zeros(4 * SR, np.float32),
+        rng.normal(0, 0.02, 4 * SR).astype(np.float32),
+        0.1 * np.sin(2 * np.pi * 120 * np.arange(4 * SR) / SR).astype(np.float32),
+    ):
+        assert not speech_mask(audio, SR, 0.1, heard=everywhere).any()
+
+
 def test_a_count_or_range_is_obeyed(conversation):
     three = diarize_file(conversation["mono"], DiarizeSettings(diarize=True, num_speakers=3))
     assert len({t.speaker for t in three}) == 3

@@ -10,6 +10,7 @@ This module stays light (no numpy): the CLI imports :class:`DiarizeSettings` for
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -44,7 +45,10 @@ class Diarizer(Protocol):
         num_speakers: int | None = None,
         min_speakers: int | None = None,
         max_speakers: int | None = None,
-    ) -> list[Turn]: ...
+        heard: Sequence[tuple[float, float]] = (),
+    ) -> list[Turn]:
+        """``heard``: spans (seconds) where the transcript has words, evidence of speech the VAD may miss."""
+        ...
 
 
 @dataclass
@@ -102,22 +106,33 @@ def get_diarizer(name: str = "resemblyzer") -> Diarizer:
     return _LOADED[name]
 
 
-def diarize_file(path: str | Path, settings: DiarizeSettings | None = None) -> list[Turn]:
-    """Speaker turns for the media file at ``path``: by channel for two-party stereo calls, else by voice."""
+def diarize_file(
+    path: str | Path, settings: DiarizeSettings | None = None, heard: Sequence[tuple[float, float]] = ()
+) -> list[Turn]:
+    """Speaker turns for the media file at ``path``: by channel for two-party stereo calls, else by voice.
+
+    ``heard``: the spans (seconds) of the file's transcribed words (see :func:`words_heard`).
+    """
     from whisperops.diarize.stereo import load_channels, split_by_channel, talkers_per_channel
 
     settings = settings or DiarizeSettings(diarize=True)
     channels = load_channels(path)
     stereo = channels.shape[0] == 2 and settings.channels != "mix"
     if stereo and (settings.channels == "split" or talkers_per_channel(channels)):
-        return split_by_channel(channels)
+        return split_by_channel(channels, heard)
     return get_diarizer(settings.engine).diarize(
         channels.mean(axis=0),
         16000,
         num_speakers=settings.num_speakers,
         min_speakers=settings.min_speakers,
         max_speakers=settings.max_speakers,
+        heard=heard,
     )
+
+
+def words_heard(transcript: Transcript) -> list[tuple[float, float]]:
+    """Where ``transcript`` has timed words: (start, end) in seconds."""
+    return [(w.start, w.end) for seg in transcript.segments for w in seg.words or ()]
 
 
 # Cosine similarity above which a cluster is taken to be a known speaker's voice.
@@ -178,7 +193,7 @@ def diarize_transcript(
 
     start = time.perf_counter()
     try:
-        turns = diarize_file(path, settings)
+        turns = diarize_file(path, settings, words_heard(transcript))
         if references:
             from whisperops.diarize.stereo import load_channels
 
@@ -200,4 +215,5 @@ __all__ = [
     "diarize_transcript",
     "get_diarizer",
     "name_speakers",
+    "words_heard",
 ]

@@ -39,6 +39,10 @@ TRIM_HOP = 160  # 10 ms
 # 25 dB under the voice, LJ Speech 55 dB), so a fixed distance below the peak counts noise as speech.
 SPEECH_ABOVE_FLOOR = 0.2
 FLOOR_PERCENTILE = 5
+# ... and whose level rises and falls by this much (dB std) over the MODULATION_S around it, as speech
+# does with its syllables: a reader's room noise can stand that far above the floor, steadily.
+MIN_MODULATION_DB = 2.0
+MODULATION_S = 0.3
 # ... and pauses shorter than this inside a reading are part of it (stops and breaths between words,
 # as people hear a turn), longer ones are not.
 TRUTH_MIN_PAUSE_S = 0.3
@@ -58,7 +62,8 @@ def _trim(x: np.ndarray, floor_db: float = -35.0) -> np.ndarray:
 
 def speech_regions(clip: np.ndarray) -> list[tuple[float, float]]:
     """Where a clean clip (before any mixing) holds speech, in seconds: frames above its own noise
-    floor (see SPEECH_ABOVE_FLOOR), with pauses shorter than TRUTH_MIN_PAUSE_S bridged.
+    floor that rise and fall as speech does (see SPEECH_ABOVE_FLOOR and MIN_MODULATION_DB), with
+    pauses shorter than TRUTH_MIN_PAUSE_S bridged.
 
     The dev set's truth is built from this: not from a clip's whole extent, which counts a reader's
     pauses as speech, and not from the diarizer's VAD on the mix, which would grade it against itself.
@@ -66,8 +71,12 @@ def speech_regions(clip: np.ndarray) -> list[tuple[float, float]]:
     level = _levels_db(clip)
     if not level.size:
         return []
+    from scipy.ndimage import uniform_filter1d
+
     floor, peak = float(np.percentile(level, FLOOR_PERCENTILE)), float(level.max())
-    loud = np.flatnonzero(level > floor + SPEECH_ABOVE_FLOOR * (peak - floor))
+    width = round(MODULATION_S * SR / TRIM_HOP)
+    spread = np.sqrt(np.maximum(uniform_filter1d(level**2, width) - uniform_filter1d(level, width) ** 2, 0.0))
+    loud = np.flatnonzero((level > floor + SPEECH_ABOVE_FLOOR * (peak - floor)) & (spread >= MIN_MODULATION_DB))
     if not loud.size:
         return []
     hop_s = TRIM_HOP / SR

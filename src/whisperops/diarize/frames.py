@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import string
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -12,8 +13,22 @@ from whisperops.diarize import Turn
 SILENCE = -1
 
 
-def speech_mask(audio: np.ndarray, sr: int, hop_s: float, *, min_silence_ms: int = 300) -> np.ndarray:
-    """One bool per ``hop_s`` frame: Silero VAD (shipped inside faster-whisper) heard speech there."""
+def speech_mask(
+    audio: np.ndarray,
+    sr: int,
+    hop_s: float,
+    *,
+    min_silence_ms: int = 300,
+    heard: Sequence[tuple[float, float]] = (),
+) -> np.ndarray:
+    """One bool per ``hop_s`` frame: Silero VAD (shipped inside faster-whisper) heard speech there,
+    or the transcript ``heard`` a word (start, end seconds) there that stands out of the noise.
+
+    Silero scores narrow-band and quiet speech low; the words decoded there are evidence of speech.
+    Only their loud stretches count (what the transcription's own energy rescue would decode again,
+    :func:`whisperops.engine._loud_gaps`), so a word timed across a pause, or one written over
+    silence or steady noise, adds nothing.
+    """
     from faster_whisper.vad import VadOptions
 
     from whisperops.vad import speech_timestamps
@@ -23,9 +38,22 @@ def speech_mask(audio: np.ndarray, sr: int, hop_s: float, *, min_silence_ms: int
     if audio.size == 0:
         return mask
     options = VadOptions(min_silence_duration_ms=min_silence_ms, speech_pad_ms=60)
-    for ts in speech_timestamps(audio.astype(np.float32), options, sampling_rate=sr):
-        mask[int(ts["start"] / sr / hop_s) : int(np.ceil(ts["end"] / sr / hop_s))] = True
+    spans = [(ts["start"], ts["end"]) for ts in speech_timestamps(audio.astype(np.float32), options, sampling_rate=sr)]
+    _mark(mask, [(a / sr, b / sr) for a, b in spans], hop_s)
+    if heard:
+        from whisperops.engine import _loud_gaps
+
+        words, loud = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+        _mark(words, heard, hop_s)
+        _mark(loud, [(a / sr, b / sr) for a, b in _loud_gaps(audio, spans)], hop_s)
+        mask |= words & loud
     return mask
+
+
+def _mark(mask: np.ndarray, spans: Sequence[tuple[float, float]], hop_s: float) -> None:
+    """Set the frames of ``mask`` that spans (seconds) reach into."""
+    for a, b in spans:
+        mask[max(0, int(a / hop_s)) : int(np.ceil(b / hop_s))] = True
 
 
 def smooth(labels: np.ndarray, width: int) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,10 @@ HOP_S = 0.02
 SMOOTH_S = 0.5
 # A frame belongs to a channel when it is this much louder there (crosstalk and echo are quieter).
 DOMINANCE_DB = 6.0
+# A pause of this long or more ends a party's turn (the usual minimum pause of reference
+# segmentations, as NIST's); the VAD reports silences from this long, less its 60 ms padding each side.
+PAUSE_S = 0.3
+VAD_MIN_SILENCE_MS = 200
 
 
 def load_channels(path: str | Path) -> np.ndarray:
@@ -56,11 +61,14 @@ def talkers_per_channel(channels: np.ndarray, *, min_share: float = 0.7) -> bool
     return bool(left + right >= min_share and min(left, right) >= 0.05)
 
 
-def split_by_channel(channels: np.ndarray) -> list[Turn]:
-    """Turns from which channel is louder while anyone speaks; speakers named in order of first speech."""
-    speech = speech_mask(channels.mean(axis=0), SR, HOP_S)
+def split_by_channel(channels: np.ndarray, heard: Sequence[tuple[float, float]] = ()) -> list[Turn]:
+    """Turns from which channel is louder while anyone speaks; speakers named in order of first speech.
+
+    ``heard``: the transcript's word spans (seconds), more evidence of speech (see :func:`speech_mask`).
+    """
+    speech = speech_mask(channels.mean(axis=0), SR, HOP_S, min_silence_ms=VAD_MIN_SILENCE_MS, heard=heard)
     levels = _levels_db(channels)
     n = min(speech.size, levels.shape[1])
     labels = np.full(n, SILENCE, dtype=np.int64)
     labels[speech[:n]] = (levels[1, speech[:n]] > levels[0, speech[:n]]).astype(np.int64)
-    return to_turns(smooth(labels, round(SMOOTH_S / HOP_S)), HOP_S)
+    return to_turns(smooth(labels, round(SMOOTH_S / HOP_S)), HOP_S, bridge_s=PAUSE_S)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -121,11 +122,12 @@ class VoiceEncoderDiarizer:
         num_speakers: int | None = None,
         min_speakers: int | None = None,
         max_speakers: int | None = None,
+        heard: Sequence[tuple[float, float]] = (),
     ) -> list[Turn]:
         if sr != SR:
             raise ValueError(f"sr={sr}: the voice encoder takes {SR} Hz audio")
         audio = np.asarray(audio, dtype=np.float32)
-        speech = speech_mask(audio, sr, HOP_S)
+        speech = speech_mask(audio, sr, HOP_S, heard=heard)
         if not speech.any():
             return []
         mel = self.mel(audio)
