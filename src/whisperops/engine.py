@@ -74,10 +74,10 @@ class DecodeOptions:
     initial_prompt: str | None = setting(None, help="Text to prime the decoder.")
     hotwords: str | None = setting(None, help="Words to bias decoding towards.")
     batch_size: int = setting(
-        8,
+        2,
         help="Speech chunks of up to 30 s decoded at once (faster-whisper's BatchedInferencePipeline; a chunk "
-        "it doubts is decoded again with temperature fallback). 0: one window at a time, faster-whisper's "
-        "sequential decoder; 1: that, and no packing either.",
+        "it doubts is decoded again with temperature fallback); more is faster on a GPU, not on a CPU, and "
+        "costs memory. 0: one window at a time, faster-whisper's sequential decoder; 1: that, and no packing.",
     )
     pack: bool = setting(
         True,
@@ -227,15 +227,6 @@ class Engine:
         """Whether the model can detect languages and translate (``base``: yes; ``tiny.en``: no)."""
         return bool(self.model.model.is_multilingual)
 
-    def _pipeline(self, options: DecodeOptions):
-        if options.batch_size <= 1:
-            return self.model, {}
-        if self._batched is None:
-            from faster_whisper import BatchedInferencePipeline
-
-            self._batched = BatchedInferencePipeline(model=self.model)
-        return self._batched, {"batch_size": options.batch_size}
-
     def segments(self, audio: np.ndarray, options: DecodeOptions | None = None) -> tuple[Iterator[Segment], Any]:
         """Lazily decode ``audio``, segment by segment, like faster-whisper's ``transcribe``.
 
@@ -269,15 +260,7 @@ class Engine:
         kept_s = sum(c.end - c.start for c in clips)
         if not clips:
             return iter(()), _NoSpeech(language, audio.size / SAMPLE_RATE)
-        runner, extra = self._pipeline(options)
-        if batched:
-            extra["clip_timestamps"] = [{"start": c.start, "end": c.end} for c in clips]
-        elif options.vad_filter:
-            extra["clip_timestamps"] = [t for c in clips for t in (c.start, c.end)]
-        # Else the whole window is one clip: faster-whisper's own default, so --no-vad is bare faster-whisper.
-        raw, info = runner.transcribe(
-            audio,
-            language=language,
+        common: dict[str, Any] = dict(
             task=options.task,
             beam_size=options.beam_size,
             vad_filter=False,
@@ -286,8 +269,15 @@ class Engine:
             hotwords=options.hotwords,
             condition_on_previous_text=options.condition_on_previous_text,
             temperature=list(options.temperature),
-            **extra,
         )
+        if batched:
+            raw, info = self._batches(audio, clips, options.batch_size, language, common)
+        elif options.vad_filter:
+            raw, info = self.model.transcribe(
+                audio, language=language, clip_timestamps=[t for c in clips for t in (c.start, c.end)], **common
+            )
+        else:  # the whole window is one clip: faster-whisper's own default, so --no-vad is bare faster-whisper
+            raw, info = self.model.transcribe(audio, language=language, **common)
         if batched:
             raw = self._doubtful_clips_again(audio, raw, clips, options, info.language)
         length = round(audio.size / SAMPLE_RATE, 3)
@@ -297,6 +287,35 @@ class Engine:
         if batched:
             converted = _numbered(p for seg in converted for p in _sentences(seg, options.word_timestamps))
         return converted, _Info(info, kept_s)
+
+    def batched_pipeline(self) -> Any:
+        """faster-whisper's ``BatchedInferencePipeline`` on this engine's model, made once."""
+        if self._batched is None:
+            from faster_whisper import BatchedInferencePipeline
+
+            self._batched = BatchedInferencePipeline(model=self.model)
+        return self._batched
+
+    def _batches(
+        self, audio: np.ndarray, clips: list[Clip], size: int, language: str | None, common: dict[str, Any]
+    ) -> tuple[Iterator[Any], Any]:
+        """The batched pipeline over ``clips``, ``size`` at a time: one call per batch, so it holds the
+        audio copies and features of one batch, not of the window (the language found first is kept)."""
+
+        def call(batch: list[Clip], language: str | None) -> tuple[Iterable[Any], Any]:
+            timestamps = [{"start": c.start, "end": c.end} for c in batch]
+            return self.batched_pipeline().transcribe(
+                audio, language=language, clip_timestamps=timestamps, batch_size=size, **common
+            )
+
+        first, info = call(clips[:size], language)
+
+        def segments() -> Iterator[Any]:
+            yield from first
+            for k in range(size, len(clips), size):
+                yield from call(clips[k : k + size], info.language)[0]
+
+        return segments(), info
 
     def _doubtful_clips_again(
         self, audio: np.ndarray, raw: Iterable[Any], clips: list[Clip], options: DecodeOptions, language: str | None
@@ -704,7 +723,9 @@ def _convert(index: int, s: Any) -> Segment:
 # often, and each skip sends the window's clips back to the sequential path.
 PACK_WINDOW_S = 22.0
 PACK_GAP_S = 1.0
-PACK_BATCH_SIZE = 8
+# Windows decoded at once: --batch-size, and at least this (with --batch-size 0 too). On a CPU more
+# windows per batch cost memory (every beam holds its own copy of the window's encoding), not time.
+PACK_BATCH_SIZE = 2
 # A window whose decode looks like one faster-whisper would retry at a higher temperature (the
 # batched pipeline never retries, see _doubtful) has its clips decoded again one by one, by the
 # sequential path.
@@ -862,14 +883,11 @@ class _PackedDecoder:
         self, audio: np.ndarray, clip_timestamps: list[dict[str, float]], pieces: list[_Piece]
     ) -> tuple[dict[int, list[tuple[Any, Any]]], set[int]]:
         """Words per clip (word, its segment), and the clips of windows to decode again."""
-        from faster_whisper import BatchedInferencePipeline
 
         from whisperops.audio import SAMPLE_RATE
 
-        if self.engine._batched is None:
-            self.engine._batched = BatchedInferencePipeline(model=self.engine.model)
         options = self.options
-        raw, _ = self.engine._batched.transcribe(
+        raw, _ = self.engine.batched_pipeline().transcribe(
             audio,
             language=options.language or "en",
             task=options.task,

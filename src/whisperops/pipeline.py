@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from whisperops.audio import SAMPLE_RATE, DecodeReport, file_sha256, load_audio, probe_duration
-from whisperops.engine import PACK_BATCH_SIZE, PACK_WINDOW_S, DecodeOptions, Engine, packing_applies
+from whisperops.engine import PACK_WINDOW_S, DecodeOptions, Engine, packing_applies
 from whisperops.errors import WhisperOpsError
 from whisperops.paths import atomic_write_text, cache_dir
 from whisperops.results import Segment, Transcript
@@ -262,9 +262,9 @@ def _decode_options(options: DecodeOptions, diarize: DiarizeSettings | None) -> 
 
 
 # --- Packed batches of short clips ---------------------------------------------------------------
-# About PACK_BATCH_SIZE full windows of clips per batch: enough to fill the batched decoder, few
-# enough that results (and their output files) come in steadily.
-PACK_GROUP_S = PACK_BATCH_SIZE * PACK_WINDOW_S
+# About 8 full windows of clips per group: enough for the packer to fill windows well, few enough
+# that results (and their output files) come in steadily.
+PACK_GROUP_S = 8 * PACK_WINDOW_S
 
 
 def _transcribe_packed(
