@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from whisperops.diarize import Turn
+from whisperops.diarize.frames import levels_db
 
 log = logging.getLogger(__name__)
 SR = 16000
@@ -48,14 +49,9 @@ MODULATION_S = 0.3
 TRUTH_MIN_PAUSE_S = 0.3
 
 
-def _levels_db(x: np.ndarray, hop: int = TRIM_HOP) -> np.ndarray:
-    n = x.size // hop
-    return 10 * np.log10(np.mean(x[: n * hop].reshape(n, hop) ** 2, axis=1) + 1e-10)
-
-
 def _trim(x: np.ndarray, floor_db: float = -35.0) -> np.ndarray:
     """Drop leading and trailing frames quieter than ``floor_db`` below the clip's peak level."""
-    level = _levels_db(x)
+    level = levels_db(x, TRIM_HOP)
     loud = np.flatnonzero(level > level.max() + floor_db)
     return x[loud[0] * TRIM_HOP : (loud[-1] + 1) * TRIM_HOP] if loud.size else x
 
@@ -68,7 +64,7 @@ def speech_regions(clip: np.ndarray) -> list[tuple[float, float]]:
     The dev set's truth is built from this: not from a clip's whole extent, which counts a reader's
     pauses as speech, and not from the diarizer's VAD on the mix, which would grade it against itself.
     """
-    level = _levels_db(clip)
+    level = levels_db(clip, TRIM_HOP)
     if not level.size:
         return []
     from scipy.ndimage import uniform_filter1d

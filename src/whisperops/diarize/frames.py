@@ -50,6 +50,13 @@ def speech_mask(
     return mask
 
 
+def levels_db(x: np.ndarray, hop: int) -> np.ndarray:
+    """Mean-square level of each ``hop``-sample frame along the last axis, in dBFS (a partial last frame dropped)."""
+    n = x.shape[-1] // hop
+    frames = x[..., : n * hop].reshape(*x.shape[:-1], n, hop)
+    return 10 * np.log10(np.mean(frames**2, axis=-1) + 1e-10)
+
+
 def _mark(mask: np.ndarray, spans: Sequence[tuple[float, float]], hop_s: float) -> None:
     """Set the frames of ``mask`` that spans (seconds) reach into."""
     for a, b in spans:

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from whisperops.diarize import Turn
-from whisperops.diarize.frames import SILENCE, smooth, speech_mask, to_turns
+from whisperops.diarize.frames import SILENCE, levels_db, smooth, speech_mask, to_turns
 
 SR = 16000
 # Frames of 20 ms: a turn's edges are the VAD's own (its padding is inside the scoring collar);
@@ -37,10 +37,7 @@ def load_channels(path: str | Path) -> np.ndarray:
 
 def _levels_db(channels: np.ndarray) -> np.ndarray:
     """``(2, frames)`` RMS level per ``HOP_S`` frame, in dBFS."""
-    hop = int(HOP_S * SR)
-    n = channels.shape[1] // hop
-    frames = channels[:, : n * hop].reshape(2, n, hop)
-    return 10 * np.log10(np.mean(frames**2, axis=2) + 1e-10)
+    return levels_db(channels, int(HOP_S * SR))
 
 
 def talkers_per_channel(channels: np.ndarray, *, min_share: float = 0.7) -> bool:
