@@ -271,15 +271,13 @@ class Engine:
             temperature=list(options.temperature),
         )
         if batched:
-            raw, info = self._batches(audio, clips, options.batch_size, language, common)
+            raw, info = self._batched_segments(audio, clips, options.batch_size, language, common)
         elif options.vad_filter:
             raw, info = self.model.transcribe(
                 audio, language=language, clip_timestamps=[t for c in clips for t in (c.start, c.end)], **common
             )
         else:  # the whole window is one clip: faster-whisper's own default, so --no-vad is bare faster-whisper
             raw, info = self.model.transcribe(audio, language=language, **common)
-        if batched:
-            raw = self._doubtful_clips_again(audio, raw, clips, options, info.language)
         length = round(audio.size / SAMPLE_RATE, 3)
         rescued = [c for c in clips if c.rescued]
         kept = (s for s in raw if not rescued or _confident_or_outside(s, rescued))
@@ -296,11 +294,17 @@ class Engine:
             self._batched = BatchedInferencePipeline(model=self.model)
         return self._batched
 
-    def _batches(
+    def _batched_segments(
         self, audio: np.ndarray, clips: list[Clip], size: int, language: str | None, common: dict[str, Any]
     ) -> tuple[Iterator[Any], Any]:
-        """The batched pipeline over ``clips``, ``size`` at a time: one call per batch, so it holds the
-        audio copies and features of one batch, not of the window (the language found first is kept)."""
+        """The batched pipeline over ``clips``, ``size`` at a time, with a clip it doubts decoded again.
+
+        One pipeline call per batch, so it holds the audio copies and features of one batch, not of
+        the window; the language found first is kept. A clip whose decode faster-whisper's sequential
+        decoder would have retried at a higher temperature (:func:`_doubtful`) is decoded again by
+        that decoder, fallback and all: the batched pipeline samples at the first temperature only.
+        """
+        import itertools
 
         def call(batch: list[Clip], language: str | None) -> tuple[Iterable[Any], Any]:
             timestamps = [{"start": c.start, "end": c.end} for c in batch]
@@ -309,44 +313,28 @@ class Engine:
             )
 
         first, info = call(clips[:size], language)
+        # One clip, as the batched decode had it: no previous text to condition on.
+        alone = {**common, "condition_on_previous_text": False}
+        starts = [round(c.start * 100) for c in clips]  # faster-whisper's seek: the clip's start in frames
 
-        def segments() -> Iterator[Any]:
+        def batches() -> Iterator[Any]:  # a batch is read (and its features made) only once reached
             yield from first
             for k in range(size, len(clips), size):
                 yield from call(clips[k : k + size], info.language)[0]
 
+        def segments() -> Iterator[Any]:
+            for seek, group in itertools.groupby(batches(), key=lambda s: s.seek):
+                decoded = list(group)
+                if not any(_doubtful(s) for s in decoded):
+                    yield from decoded
+                    continue
+                clip = clips[min(range(len(clips)), key=lambda i: abs(starts[i] - seek))]
+                log.info("batched decode of %.1f-%.1f s looks doubtful; decoding it again alone", clip.start, clip.end)
+                yield from self.model.transcribe(
+                    audio, language=info.language, clip_timestamps=[clip.start, clip.end], **alone
+                )[0]
+
         return segments(), info
-
-    def _doubtful_clips_again(
-        self, audio: np.ndarray, raw: Iterable[Any], clips: list[Clip], options: DecodeOptions, language: str | None
-    ) -> Iterator[Any]:
-        """The batched decode's segments, except that a clip whose decode faster-whisper would have
-        retried at a higher temperature (:func:`_doubtful`) is decoded again by the sequential decoder,
-        fallback and all: the batched pipeline samples at the first temperature only."""
-        import itertools
-
-        starts = [round(c.start * 100) for c in clips]  # faster-whisper's seek: the clip's start in frames
-        for seek, group in itertools.groupby(raw, key=lambda s: s.seek):
-            segments = list(group)
-            if not any(_doubtful(s) for s in segments):
-                yield from segments
-                continue
-            clip = clips[min(range(len(clips)), key=lambda i: abs(starts[i] - seek))]
-            log.info("batched decode of %.1f-%.1f s looks doubtful; decoding it again alone", clip.start, clip.end)
-            again, _ = self.model.transcribe(
-                audio,
-                language=language,
-                task=options.task,
-                beam_size=options.beam_size,
-                vad_filter=False,
-                word_timestamps=True,  # as the batched decode had them (see segments)
-                initial_prompt=options.initial_prompt,
-                hotwords=options.hotwords,
-                condition_on_previous_text=False,  # one clip, as the batched decode had it
-                temperature=list(options.temperature),
-                clip_timestamps=[clip.start, clip.end],
-            )
-            yield from again
 
     def transcribe(
         self,
