@@ -165,6 +165,10 @@ def test_card_renders_and_shows_the_run(mixed_run, tmp_path):
     dom = subprocess.run([chromium, *flags, "--dump-dom", path.as_uri()], capture_output=True, text=True, timeout=120)
     for needle in ("Failures", "unreachable", "refused", "Word map", "Transcripts by content", "LJ001-0002"):
         assert needle in dom.stdout, needle
+    # Every chart is drawn by Vega in the page: the word map, the content map, languages and speed.
+    assert dom.stdout.count('class="marks"') >= 4, "charts not drawn"
+    assert ">modern</text>" in dom.stdout, "the word map draws the transcripts' words as text"
+    assert ">LJ001-0002</text>" in dom.stdout, "the content map labels each item"
     shot = tmp_path / "card.png"
     subprocess.run(
         [chromium, *flags, "--window-size=1200,2400", f"--screenshot={shot}", path.as_uri()],

@@ -45,7 +45,10 @@ def test_word_counts_drop_stopwords_and_rare_words():
     assert report.word_counts(texts, min_count=2) == {"river": 3, "sea": 2}
     assert "flows" in report.word_counts(texts, min_count=1)
     assert report.word_cloud(texts, min_count=5) is None
-    assert report.word_cloud(texts, min_count=2).size == (900, 400)
+    spec = report.word_cloud(texts, min_count=2)
+    (words,) = spec["data"]
+    assert words["values"] == [{"text": "river", "count": 3}, {"text": "sea", "count": 2}]
+    assert spec["marks"][0]["transform"][0]["type"] == "wordcloud" and spec["width"] == 900
 
 
 def test_embedding_map_tfidf_below_three_documents():

@@ -94,7 +94,10 @@ class MiniLM:
         return pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
 
     def _linear(self, x: np.ndarray, name: str) -> np.ndarray:
-        return x @ self.w[name + ".weight"].T + self.w[name + ".bias"]
+        weight = self.w[name + ".weight"]
+        # One 2-D GEMM over all tokens: a (B, n, D) @ (D, E) product runs as B smaller ones.
+        flat = x.reshape(-1, x.shape[-1]) @ weight.T + self.w[name + ".bias"]
+        return flat.reshape(*x.shape[:-1], weight.shape[0])
 
     def _norm(self, x: np.ndarray, name: str) -> np.ndarray:
         mean = x.mean(axis=-1, keepdims=True)

@@ -1,8 +1,8 @@
 """What a transcription run reports: the results table, summary numbers and the card's figures.
 
 Plain functions over ``ItemResult.to_dict()`` rows, so they are tested without Metaflow and reused
-by ``whisperops runs show``. pandas, matplotlib, wordcloud and the embedding model are imported
-inside the functions that need them.
+by ``whisperops runs show``. pandas and the embedding model are imported inside the functions that
+need them. The charts are Vega and Vega-Lite specs, drawn by the card page in the browser.
 """
 
 from __future__ import annotations
@@ -14,12 +14,14 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from concurrent.futures import Future
-
     import numpy as np
     import pandas as pd
 
 log = logging.getLogger(__name__)
+
+VEGA_LITE = "https://vega.github.io/schema/vega-lite/v5.json"
+# The word map's most frequent words: more is a page of specks.
+WORD_MAP_MAX = 150
 
 RESULT_COLUMNS = [
     "name",
@@ -111,15 +113,50 @@ def word_counts(texts: Sequence[str], min_count: int = 1) -> dict[str, int]:
     return {w: c for w, c in counts.most_common() if c >= max(1, min_count)}
 
 
-def word_cloud(texts: Sequence[str], min_count: int = 1, width: int = 900, height: int = 400):
-    """A PIL image of the run's word map, or None when no word reaches ``min_count``."""
-    from wordcloud import WordCloud
-
+def word_cloud(texts: Sequence[str], min_count: int = 1, width: int = 900, height: int = 400) -> dict | None:
+    """A Vega spec of the run's word map (laid out by the browser, words drawn as text), or None when
+    no word reaches ``min_count``."""
     counts = word_counts(texts, min_count)
     if not counts:
         return None
-    cloud = WordCloud(width=width, height=height, background_color="white", max_words=150, random_state=0)
-    return cloud.generate_from_frequencies(counts).to_image()
+    words = [{"text": w, "count": c} for w, c in list(counts.items())[:WORD_MAP_MAX]]
+    return {
+        "$schema": "https://vega.github.io/schema/vega/v5.json",
+        "width": width,
+        "height": height,
+        "padding": 4,
+        "data": [{"name": "words", "values": words}],
+        "scales": [
+            {"name": "color", "type": "ordinal", "domain": {"data": "words", "field": "text"}, "range": "category"}
+        ],
+        "marks": [
+            {
+                "type": "text",
+                "from": {"data": "words"},
+                "encode": {
+                    "enter": {
+                        "text": {"field": "text"},
+                        "align": {"value": "center"},
+                        "baseline": {"value": "alphabetic"},
+                        "fill": {"scale": "color", "field": "text"},
+                        "tooltip": {"signal": "datum.text + ': ' + datum.count"},
+                    }
+                },
+                "transform": [
+                    {
+                        "type": "wordcloud",
+                        "size": [width, height],
+                        "text": {"field": "text"},
+                        "font": "Helvetica Neue, Arial, sans-serif",
+                        "fontSize": {"field": "datum.count"},
+                        "fontSizeRange": [12, 56],
+                        "rotate": 0,  # horizontal words read faster than a collage
+                        "padding": 2,
+                    }
+                ],
+            }
+        ],
+    }
 
 
 def embed_texts(texts: Sequence[str]) -> tuple[np.ndarray, str]:
@@ -171,48 +208,67 @@ def pca(vectors: np.ndarray, n: int) -> np.ndarray:
     return (u * s * signs)[:, :n]
 
 
-def _figure(width: float = 7, height: float = 3.2):
-    import matplotlib
+def embedding_chart(names: Sequence[str], coords: np.ndarray, method: str) -> dict[str, Any]:
+    """A Vega-Lite scatter of the named texts' :func:`embedding_map`, each point labelled by its item."""
+    points = [
+        {"name": str(name), "label": str(name)[:28], "x": float(x), "y": float(y)}
+        for name, (x, y) in zip(names, coords, strict=True)
+    ]
+    axis = {"title": None, "labels": False, "ticks": False, "grid": False}
+    return {
+        "$schema": VEGA_LITE,
+        "title": f"transcripts by content ({method} + PCA)",
+        "width": 640,
+        "height": 380,
+        "data": {"values": points},
+        "encoding": {
+            "x": {"field": "x", "type": "quantitative", "axis": axis, "scale": {"zero": False}},
+            "y": {"field": "y", "type": "quantitative", "axis": axis, "scale": {"zero": False}},
+        },
+        "layer": [
+            {"mark": {"type": "circle", "size": 60, "color": "#3b6ea8"}, "encoding": {"tooltip": {"field": "name"}}},
+            {
+                "mark": {"type": "text", "align": "left", "dx": 5, "dy": -5, "fontSize": 9},
+                "encoding": {"text": {"field": "label"}},
+            },
+        ],
+    }
 
-    matplotlib.use("Agg")  # tasks run headless
-    import matplotlib.pyplot as plt
 
-    return plt.subplots(figsize=(width, height), dpi=100)
-
-
-def embedding_figure(names: Sequence[str], coords: np.ndarray, method: str):
-    """The :func:`embedding_map` of the named texts, as a scatter plot."""
-    fig, ax = _figure(7, 4.5)
-    ax.scatter(coords[:, 0], coords[:, 1], s=28, color="#3b6ea8")
-    for (x, y), name in zip(coords, names, strict=True):
-        ax.annotate(name[:28], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    ax.set_title(f"transcripts by content ({method} + PCA)")
-    ax.set_xticks([])
-    ax.set_yticks([])
-    fig.tight_layout()
-    return fig
-
-
-def language_figure(df: pd.DataFrame):
-    fig, ax = _figure()
+def language_chart(df: pd.DataFrame) -> dict[str, Any]:
+    """A Vega-Lite bar chart of how many items each detected language has."""
     langs = df.loc[df["status"] != "failed", "language"].replace("", "?").value_counts()
-    ax.bar(langs.index.astype(str), langs.to_numpy(), color="#5a9e6f")
-    ax.set_title("language distribution (items)")
-    ax.set_ylabel("items")
-    fig.tight_layout()
-    return fig
+    return {
+        "$schema": VEGA_LITE,
+        "title": "language distribution (items)",
+        "width": {"step": 48},
+        "height": 200,
+        "data": {"values": [{"language": str(k), "items": int(v)} for k, v in langs.items()]},
+        "mark": {"type": "bar", "color": "#5a9e6f"},
+        "encoding": {
+            "x": {"field": "language", "type": "nominal", "sort": "-y", "title": None},
+            "y": {"field": "items", "type": "quantitative", "title": "items"},
+            "tooltip": [{"field": "language"}, {"field": "items"}],
+        },
+    }
 
 
-def speed_figure(df: pd.DataFrame):
-    fig, ax = _figure()
-    speeds = df["speed"].dropna()
-    if len(speeds):
-        ax.hist(speeds, bins=min(20, max(3, len(speeds))), color="#c07a2c")
-    ax.set_title("transcription speed per item (audio s per wall s; cached items excluded)")
-    ax.set_xlabel("x real time")
-    ax.set_ylabel("items")
-    fig.tight_layout()
-    return fig
+def speed_chart(df: pd.DataFrame) -> dict[str, Any]:
+    """A Vega-Lite histogram of each decoded item's speed (cached and failed items have none)."""
+    done = df[df["speed"].notna()]
+    values = [{"name": str(n), "speed": float(v)} for n, v in zip(done["name"], done["speed"], strict=True)]
+    return {
+        "$schema": VEGA_LITE,
+        "title": "transcription speed per item (audio s per wall s; cached items excluded)",
+        "width": 480,
+        "height": 200,
+        "data": {"values": values},
+        "mark": {"type": "bar", "color": "#c07a2c"},
+        "encoding": {
+            "x": {"field": "speed", "type": "quantitative", "bin": {"maxbins": 20}, "title": "x real time"},
+            "y": {"aggregate": "count", "type": "quantitative", "title": "items"},
+        },
+    }
 
 
 # Diarized transcripts drawn as timelines on the card; a run of thousands keeps them in ``results``.
@@ -245,7 +301,7 @@ def speaker_timeline(name: str, transcript: dict[str, Any]) -> dict[str, Any] | 
     y = {"field": "speaker", "type": "nominal", "sort": order, "title": None, "axis": {"labelLimit": 120}}
     color = {"field": "speaker", "type": "nominal", "sort": order, "legend": None}
     return {
-        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+        "$schema": VEGA_LITE,
         "title": {"text": str(name), "anchor": "start", "limit": 800},
         "hconcat": [
             {
@@ -285,8 +341,9 @@ def speaker_timeline(name: str, transcript: dict[str, Any]) -> dict[str, Any] | 
     }
 
 
-def timeline_chart(spec: dict[str, Any]) -> Any:
-    """A card component drawing ``spec`` as SVG: its text stays text in the page (searchable, checkable)."""
+def chart(spec: dict[str, Any]) -> Any:
+    """A card component drawing a Vega or Vega-Lite ``spec`` as SVG in the browser: its text stays text in
+    the page (searchable, checkable), and the card carries data, not pictures."""
     from metaflow.cards import VegaChart
 
     class _SvgChart(VegaChart):
@@ -346,34 +403,13 @@ def render_card(
     """Append the run's summary, table and figures to a Metaflow card (``current.card``).
 
     Input-derived strings reach Markdown only through :func:`md_literal`/:func:`md_text`; table
-    cells are rendered as text by the card itself, and the speaker timelines (from ``transcripts``,
-    item name -> ``Transcript.to_dict()``) by Vega.
+    cells are rendered as text by the card itself, and every chart (the word map, the content map,
+    languages, speed and the speaker timelines from ``transcripts``, item name ->
+    ``Transcript.to_dict()``) is data that Vega draws as SVG text and shapes.
     """
-    from concurrent.futures import ThreadPoolExecutor
+    from metaflow.cards import Markdown, Table
 
     done = df[(df["status"] != "failed") & (df["text"].str.strip() != "")]
-    texts = done["text"].tolist()
-    # The sentence embeddings are numpy products, which run outside the GIL: beside the imports
-    # and figures below, on the second core, they cost the card almost nothing.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="whisperops-card") as pool:
-        mapped = pool.submit(embedding_map, texts) if texts else None
-        _render_card(card, df, summary, title, model, min_count, transcripts, done, mapped)
-
-
-def _render_card(
-    card: Any,
-    df: pd.DataFrame,
-    summary: dict[str, Any],
-    title: str,
-    model: str,
-    min_count: int,
-    transcripts: dict[str, dict[str, Any]] | None,
-    done: pd.DataFrame,
-    mapped: Future[tuple[np.ndarray, str]] | None,
-) -> None:
-    import matplotlib.pyplot as plt
-    from metaflow.cards import Image, Markdown, Table
-
     card.append(Markdown(summary_markdown(summary, title, model)))
     failed = df[df["status"] == "failed"]
     if len(failed):
@@ -400,7 +436,7 @@ def _render_card(
             shown = f" (the first {TIMELINE_MAX} of {len(timelines)})" if len(timelines) > TIMELINE_MAX else ""
             card.append(Markdown(f"## Who spoke when{shown}"))
             for _, spec in timelines[:TIMELINE_MAX]:
-                card.append(timeline_chart(spec))
+                card.append(chart(spec))
     table = df[
         ["name", "title", "duration", "language", "segments", "words", "speed", "status", "error", "warnings", "text"]
     ].copy()
@@ -411,17 +447,12 @@ def _render_card(
     card.append(Markdown("## Items"))
     card.append(Table.from_dataframe(table, truncate=False))
 
-    texts = done["text"].tolist()
     card.append(Markdown(f"## Word map (words said at least {max(1, min_count)} times)"))
-    image = word_cloud(texts, min_count) if texts else None
-    card.append(Image.from_pil_image(image) if image is not None else Markdown("_no word reaches min_count_"))
-    if mapped is not None:
+    cloud = word_cloud(done["text"].tolist(), min_count)
+    card.append(chart(cloud) if cloud is not None else Markdown("_no word reaches min_count_"))
+    if len(done):
         card.append(Markdown("## Transcripts by content"))
-        fig = embedding_figure(done["name"].tolist(), *mapped.result())
-        card.append(Image.from_matplotlib(fig))
-        plt.close(fig)
+        card.append(chart(embedding_chart(done["name"].tolist(), *embedding_map(done["text"].tolist()))))
     card.append(Markdown("## Languages and speed"))
-    for make in (language_figure, speed_figure):
-        fig = make(df)
-        card.append(Image.from_matplotlib(fig))
-        plt.close(fig)
+    card.append(chart(language_chart(df)))
+    card.append(chart(speed_chart(df)))
