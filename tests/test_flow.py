@@ -322,8 +322,14 @@ def test_shards_balance_decoding_work_not_counts(shared_speech, shared_manifest,
     assert len(shards) == 2
     loads = [sum(r["duration_s"] for r in shared_manifest if Path(r["path"]) in {i.path for i in s}) for s in shards]
     assert max(loads) < 0.6 * total, loads  # from the container headers alone
-    # every short clip pays a whole 30 s encoder window: the shard with more audio has fewer items
+    # packed short clips cost more per second than long files: the shard with more audio has fewer items
     assert (loads[0] > loads[1]) == (len(shards[0]) < len(shards[1])), (loads, [len(s) for s in shards])
+    # A 120 s talk and twelve 10 s clips: packed, the clips share windows and the talk outweighs ten of
+    # them; decoded alone (--no-pack, --batch-size 1), each clip pays a whole 30 s window.
+    talk = [MediaItem("talk", "talk", metadata={"duration": 120})]
+    clips = [MediaItem(f"c{i}", f"c{i}", metadata={"duration": 10}) for i in range(12)]
+    assert [len(s) for s in plan_shards(talk + clips, 7)] == [2, 11]
+    assert [len(s) for s in plan_shards(talk + clips, 7, packed=False)] == [6, 7]
     # every item once, input order kept within a shard; unknown lengths count as the median
     assert sorted(i.name for s in shards for i in s) == sorted(i.name for i in items)
     assert all([items.index(i) for i in s] == sorted(items.index(i) for i in s) for s in shards)

@@ -736,12 +736,17 @@ class _Piece:
 
 
 def packing_applies(engine: Engine, options: DecodeOptions) -> bool:
-    """Whether :meth:`Engine.transcribe_packed` may decode these options: one language for all clips.
+    """Whether :meth:`Engine.transcribe_packed` may decode these options: one language for all clips."""
+    return packs(options, engine.is_multilingual)
+
+
+def packs(options: DecodeOptions, multilingual: bool | None) -> bool:
+    """:func:`packing_applies` before a model is loaded (``multilingual``: None when unknown).
 
     Clips packed together share one language detection, so a multilingual model must be told the
     language; a ``batch_size`` of 1 asks for the plain sequential decoder, and so does ``pack``.
     """
-    return options.pack and options.batch_size != 1 and (options.language is not None or not engine.is_multilingual)
+    return options.pack and options.batch_size != 1 and (options.language is not None or multilingual is False)
 
 
 def _speech_span(audio: np.ndarray, options: DecodeOptions) -> tuple[int, int] | None:

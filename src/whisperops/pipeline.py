@@ -371,23 +371,22 @@ def _load_group(items: Sequence[MediaItem], group: list[int]) -> list[tuple[int,
     return loaded
 
 
-def plan_shards(items: Sequence[MediaItem], size: int) -> list[list[MediaItem]]:
+def plan_shards(items: Sequence[MediaItem], size: int, packed: bool = True) -> list[list[MediaItem]]:
     """Split ``items`` into ``ceil(n / size)`` shards of about equal decoding work (about ``size`` items each).
 
     Contiguous slices leave one worker most of the work when long and short files cluster (on the
     shared English set: 143 s of audio against 337 s), and a parallel run waits on its slowest shard.
-    So the costliest item goes first onto the least-loaded shard (LPT scheduling). An item's cost is
-    its 30 s encoder windows (a 3 s clip pays for a whole one) plus its length: fitted on tiny.en
-    (1 thread), one window costs about what decoding 50 s of speech does. Lengths come from the
-    source's metadata or the container header (no decoding, no downloads); an unknown length counts
-    as the median of the known ones. Within a shard, items keep their input order.
+    So the costliest item goes first onto the least-loaded shard (LPT scheduling), costed by
+    :func:`decode_cost` (``packed``: whether short clips will be packed, :func:`engine.packs`).
+    Lengths come from the source's metadata or the container header (no decoding, no downloads); an
+    unknown length counts as the median of the known ones. Within a shard, items keep their input order.
     """
     if not items:
         return []
     count = math.ceil(len(items) / size)
     durations = [_known_duration(item) for item in items]  # None where unknown
     default = statistics.median(d for d in durations if d) if any(durations) else 30.0
-    costs = [math.ceil(d / 30) + d / 50 for d in (d or default for d in durations)]
+    costs = [decode_cost(d, packed) for d in (d or default for d in durations)]
     shards: list[list[int]] = [[] for _ in range(count)]
     loads = [0.0] * count
     for i in sorted(range(len(items)), key=lambda i: -costs[i]):
@@ -395,6 +394,20 @@ def plan_shards(items: Sequence[MediaItem], size: int) -> list[list[MediaItem]]:
         shards[j].append(i)
         loads[j] += costs[i]
     return [[items[i] for i in sorted(shard)] for shard in shards]
+
+
+# Decoding work per second of audio, relative to a long file's (batched, cut at pauses): packed
+# short clips also pay for the gaps between them and for the clips decoded again; a clip decoded
+# alone pays a whole 30 s encoder window, about what decoding 50 s of speech costs.
+PACKED_COST = 1.3
+WINDOW_COST_S = 50.0
+
+
+def decode_cost(duration: float, packed: bool) -> float:
+    """An item's decoding work in seconds of long-form audio (fitted on tiny.en, 1 thread)."""
+    if duration <= PACK_WINDOW_S:
+        return PACKED_COST * duration if packed else WINDOW_COST_S + duration
+    return duration
 
 
 def _known_duration(item: MediaItem) -> float | None:

@@ -113,6 +113,8 @@ class TranscriptionFlow(FlowSpec):
         from pathlib import Path
 
         from whisperops import checks
+        from whisperops.engine import packs
+        from whisperops.models import registry
         from whisperops.pipeline import ItemResult, TranscriptCache, plan_shards
         from whisperops.sources import resolve
         from whisperops.writers import parse_formats
@@ -167,7 +169,9 @@ class TranscriptionFlow(FlowSpec):
 
         size = self.shard_size or max(1, math.ceil(len(pending) / (os.cpu_count() or 1)))
         # Metaflow cannot foreach over nothing: one empty shard keeps the graph when all is cached.
-        self.shards = [[item.to_dict() for item in shard] for shard in plan_shards(pending, size)] or [[]]
+        packed = packs(options, registry.is_multilingual(model_path))
+        shards = plan_shards(pending, size, packed)
+        self.shards = [[item.to_dict() for item in shard] for shard in shards] or [[]]
         print(
             f"{len(items)} items: {len(pending)} to transcribe in {len(self.shards)} shard(s), "
             f"{sum(r['status'] == 'cached' for r in self.early_results)} cached, "
@@ -260,8 +264,11 @@ class TranscriptionFlow(FlowSpec):
                     r["status"], r["error"] = "failed", error
         self.outputs = {r["item"]["name"]: r["outputs"] for r in rows if r["outputs"]}
         self.transcripts = {r["item"]["name"]: r["transcript"] for r in rows if r["transcript"] is not None}
-        # Per-item status without the (large) transcripts, for `whisperops runs show` and the CLI summary.
-        self.items = [{k: v for k, v in r.items() if k != "transcript"} for r in rows]
+        # Per-item status without the (large) transcripts, for `whisperops runs show`, the CLI summary and end.
+        self.items = [
+            {**{k: v for k, v in r.items() if k != "transcript"}, "warnings": (r["transcript"] or {}).get("warnings")}
+            for r in rows
+        ]
         self.results = report.results_frame(rows)
         self.summary = report.summarize(self.results, time.time() - _run_started(self.started_at))
         try:
@@ -288,10 +295,13 @@ class TranscriptionFlow(FlowSpec):
             f"{s['items']} items: {s['ok']} transcribed, {s['cached']} cached, {s['failed']} failed; "
             f"{s['audio_hours']:.3f} h of audio in {s['wall_s']:.1f} s ({s['speed']:.1f}x real time)"
         )
-        for _, row in self.results[self.results["warnings"] != ""].iterrows():
-            print(f"warning: {row['name']}: {row['warnings']}")
-        for _, row in self.results[self.results["status"] == "failed"].iterrows():
-            print(f"failed: {row['error']}")
+        # From ``items``, not the ``results`` DataFrame: this step need not import pandas to print lines.
+        for row in self.items:
+            if row.get("warnings"):
+                print(f"warning: {row['item']['name']}: {'; '.join(row['warnings'])}")
+        for row in self.items:
+            if row["status"] == "failed":
+                print(f"failed: {row['error']}")
         print(
             f"read them: Flow('{current.flow_name}')['{current.run_id}'].data.results, "
             f"`whisperops runs show {current.run_id}`, or `card view postprocess`"
