@@ -1,14 +1,17 @@
 """TranscriptionFlow throughput vs bare faster-whisper, on the shared English set, in one run.
 
 Rows (medians over --rounds, the order rotating each round):
-  bare      faster-whisper, one process, sequential, --threads-bare threads (2)
+  bare      faster-whisper, one process, sequential, --threads-bare threads (2), its defaults (no VAD):
+            the reference every "vs bare" ratio divides; "+ VAD" is the same with vad_filter=True
   flow x1   TranscriptionFlow, --max-workers 1, one shard, 2 threads
   flow x2   TranscriptionFlow, --max-workers 2, shards of --shard-size items, 1 thread per task
+  whisperops transcribe   the CLI with its defaults (the flow, outputs written), cache off
   (flow x2 with --batched N: the same with --batch-size N, e.g. 0 for the sequential decoder)
 
 "flow wall" is the run's own clock from the start step to the gathered results (resolve, hash,
-shard, model loads, transcription, merge): what the throughput target is about. "process wall"
-adds Metaflow's CLI start-up, the card (plots, word map, sentence embeddings) and the end step.
+shard, model loads, transcription, merge). "process wall" is the whole process: Metaflow's CLI
+start-up, the card (table, charts, sentence embeddings) and the end step, and for the
+`whisperops transcribe` row the CLI itself: the end-to-end time a user waits.
 Metaflow's per-task overhead (task wall minus the time spent inside the step body) is reported on
 its own. The transcript cache is off for every flow run, so nothing is reused between rows.
 
@@ -35,7 +38,7 @@ from whisperops.engine import DecodeOptions
 FLOW_MODULE = "whisperops.flows.transcription"
 
 
-def run_bare(model: str, rows: list[dict], threads: int, beam_size: int) -> dict:
+def run_bare(model: str, rows: list[dict], threads: int, beam_size: int, vad: bool) -> dict:
     from faster_whisper import WhisperModel
 
     from whisperops.models import registry
@@ -44,7 +47,7 @@ def run_bare(model: str, rows: list[dict], threads: int, beam_size: int) -> dict
     fw = WhisperModel(str(registry.resolve(model)), device="cpu", compute_type="int8", cpu_threads=threads)
     hyps = []
     for row in rows:
-        segments, _ = fw.transcribe(str(row["path"]), beam_size=beam_size, vad_filter=True)
+        segments, _ = fw.transcribe(str(row["path"]), beam_size=beam_size, vad_filter=vad)
         hyps.append(" ".join(s.text.strip() for s in segments))
     wall = time.perf_counter() - start
     return {"flow_wall": wall, "process_wall": wall, "hyps": hyps, "overhead": []}
@@ -125,6 +128,34 @@ print(json.dumps({{"texts": dict(zip(df["name"], df["text"])), "summary": run.da
     }
 
 
+def run_cli(model: str, rows: list[dict], root: Path) -> dict:
+    """``whisperops transcribe`` with its defaults, as a user runs it: the whole process, outputs written."""
+    sysroot = root / f"cli-{time.time_ns()}"
+    sysroot.mkdir(parents=True)
+    env = {**os.environ, "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(sysroot / ".metaflow")}
+    out_dir = sysroot / "out"
+    cmd = [sys.executable, "-m", "whisperops", "transcribe", *(str(r["path"]) for r in rows), "-o", str(out_dir)]
+    start = time.perf_counter()
+    proc = subprocess.run([*cmd, "--model", model, "--no-cache"], cwd=sysroot, env=env, capture_output=True, text=True)
+    process_wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"whisperops transcribe failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}")
+    run_id = next(line.split("/")[-1] for line in proc.stdout.splitlines() if line.startswith("run id:"))
+    reader = f"""
+import json
+import whisperops.flows
+from metaflow import Run, namespace
+namespace(None)
+print(json.dumps(Run("TranscriptionFlow/{run_id.strip()}").data.summary))
+"""
+    out = subprocess.run([sys.executable, "-c", reader], cwd=sysroot, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(out.stderr[-2000:])
+    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    hyps = [(out_dir / f"{Path(r['path']).stem}.txt").read_text() for r in rows]
+    return {"flow_wall": summary["wall_s"], "process_wall": process_wall, "hyps": hyps, "overhead": []}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="tiny.en")
@@ -147,9 +178,15 @@ def main() -> None:
     audio_s = sum(r["duration_s"] for r in rows)
     refs = [r["text"] for r in rows]
     configs = {
-        "bare faster-whisper (2 threads)": lambda root: run_bare(args.model, rows, args.threads_bare, args.beam_size),
+        "bare faster-whisper (2 threads)": lambda root: run_bare(
+            args.model, rows, args.threads_bare, args.beam_size, vad=False
+        ),
+        "bare faster-whisper + VAD (2 threads)": lambda root: run_bare(
+            args.model, rows, args.threads_bare, args.beam_size, vad=True
+        ),
         "flow, 1 worker x 2 threads": lambda root: run_flow(args.model, rows, 1, 2, len(rows), None, root),
         "flow, 2 workers x 1 thread": lambda root: run_flow(args.model, rows, 2, 1, args.shard_size, None, root),
+        "whisperops transcribe (defaults)": lambda root: run_cli(args.model, rows, root),
     }
     if args.batched is not None:
         configs[f"flow, 2 workers x 1 thread, batch {args.batched}"] = lambda root: run_flow(
@@ -176,18 +213,21 @@ def main() -> None:
                 )
 
     print(
-        f"\n{len(rows)} clips, {audio_s:.0f} s audio, model {args.model}, beam {args.beam_size}, VAD on; "
+        f"\n{len(rows)} clips, {audio_s:.0f} s audio, model {args.model}, beam {args.beam_size}; "
         f"{os.cpu_count()} cores ({machine()}); medians of {args.rounds} rounds"
     )
     base = statistics.median(x["flow_wall"] for x in results[names[0]])
-    header = f"{'':42} {'wall s':>8} {'audio s/s':>10} {'vs bare':>8} {'process s':>10} {'WER %':>7}"
+    header = f"{'':42} {'wall s':>8} {'audio s/s':>10} {'vs bare':>8} {'process s':>10} {'vs bare':>8} {'WER %':>7}"
     print(header)
     print("-" * len(header))
     for name in names:
         wall = statistics.median(x["flow_wall"] for x in results[name])
         proc = statistics.median(x["process_wall"] for x in results[name])
         w = statistics.median(x["wer"] for x in results[name])
-        print(f"{name:42} {wall:8.1f} {audio_s / wall:10.1f} {base / wall:7.2f}x {proc:10.1f} {100 * w:7.2f}")
+        print(
+            f"{name:42} {wall:8.1f} {audio_s / wall:10.1f} {base / wall:7.2f}x {proc:10.1f} {base / proc:7.2f}x "
+            f"{100 * w:7.2f}"
+        )
     over = [o for name in names[1:] for x in results[name] for o in x["overhead"]]
     if over:
         print(

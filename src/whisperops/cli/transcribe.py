@@ -342,7 +342,7 @@ async def _follow(executing) -> None:
                     bar.update(items, description="items [dim]writing outputs and card")
             if finished:
                 return
-            await asyncio.sleep(0.3)
+            await asyncio.sleep(0.1)  # how long after the run ends this command can return
 
 
 class RichProgress:
