@@ -166,9 +166,20 @@ def flow_run(batch, tmp_path_factory):
     sources, _ = batch
     out = tmp_path_factory.mktemp("flow-out") / "out"
     # One shard: short clips are packed into shared windows, and a word can decode differently with
-    # other speech beside it, so the in-process run below matches only a flow that packs the same.
+    # other speech beside it, so the in-process run below matches only a flow that packs the same. No
+    # cache either: another module's run may have cached a clip decoded beside other clips.
     proc = cli(
-        "transcribe", *sources, "-o", str(out), "--formats", "txt,json", "--title", HOSTILE_TITLE, "--shard-size", "100"
+        "transcribe",
+        *sources,
+        "-o",
+        str(out),
+        "--formats",
+        "txt,json",
+        "--title",
+        HOSTILE_TITLE,
+        "--shard-size",
+        "100",
+        "--no-cache",
     )
     return proc, out
 
