@@ -115,3 +115,21 @@ def test_parse_sources_forms(tmp_path):
         parse_sources("")
     with pytest.raises(OptionError, match="not a valid JSON list"):
         parse_sources("[oops")
+
+
+def test_a_large_run_maps_an_even_sample_of_its_items():
+    """The card's charts are Vega specs with bounded data: a run of thousands stays a readable page."""
+    n = report.CONTENT_MAP_MAX + 50
+    rows = [row(f"item{i:04d}", "ok", f"topic {i % 7} words river sea", 10.0, 2.0) for i in range(n)]
+    df = report.results_frame(rows)
+    components: list = []
+    report.render_card(components, df, report.summarize(df, 1.0), title="t", model="tiny.en", min_count=1)
+    specs = [c._spec for c in components if hasattr(c, "_spec")]
+    (content,) = [s for s in specs if str(s.get("title", "")).startswith("transcripts by content")]
+    points = content["data"]["values"]
+    assert len(points) == report.CONTENT_MAP_MAX and points[0]["name"] == "item0000"
+    assert points[-1]["name"] == f"item{(report.CONTENT_MAP_MAX - 1) * n // report.CONTENT_MAP_MAX:04d}"
+    heading = [c for c in components if "Transcripts by content" in str(getattr(c, "_text", ""))]
+    assert heading and f"({report.CONTENT_MAP_MAX} of {n} items" in heading[0]._text
+    (cloud,) = [s for s in specs if s.get("marks")]
+    assert 0 < len(cloud["data"][0]["values"]) <= report.WORD_MAP_MAX

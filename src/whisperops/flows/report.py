@@ -22,6 +22,9 @@ log = logging.getLogger(__name__)
 VEGA_LITE = "https://vega.github.io/schema/vega-lite/v5.json"
 # The word map's most frequent words: more is a page of specks.
 WORD_MAP_MAX = 150
+# Items on the content map: embedding costs the join step time per item, and past a few hundred
+# points the map is a blot. A larger run shows an even sample of its items.
+CONTENT_MAP_MAX = 300
 
 RESULT_COLUMNS = [
     "name",
@@ -451,8 +454,10 @@ def render_card(
     cloud = word_cloud(done["text"].tolist(), min_count)
     card.append(chart(cloud) if cloud is not None else Markdown("_no word reaches min_count_"))
     if len(done):
-        card.append(Markdown("## Transcripts by content"))
-        card.append(chart(embedding_chart(done["name"].tolist(), *embedding_map(done["text"].tolist()))))
+        mapped = done.iloc[sorted({i * len(done) // CONTENT_MAP_MAX for i in range(CONTENT_MAP_MAX)})]
+        shown = f" ({len(mapped)} of {len(done)} items, evenly spaced)" if len(mapped) < len(done) else ""
+        card.append(Markdown(f"## Transcripts by content{shown}"))
+        card.append(chart(embedding_chart(mapped["name"].tolist(), *embedding_map(mapped["text"].tolist()))))
     card.append(Markdown("## Languages and speed"))
     card.append(chart(language_chart(df)))
     card.append(chart(speed_chart(df)))
