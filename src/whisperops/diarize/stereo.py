@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from whisperops.diarize import Turn
-from whisperops.diarize.frames import SILENCE, levels_db, smooth, speech_mask, to_turns
+from whisperops.diarize.frames import SILENCE, levels_db, smooth, speech_mask, to_turns, trim_to_voice
 
 SR = 16000
 # Frames of 20 ms: a turn's edges are the VAD's own (its padding is inside the scoring collar);
@@ -63,7 +63,10 @@ def split_by_channel(channels: np.ndarray, heard: Sequence[tuple[float, float]] 
 
     ``heard``: the transcript's word spans (seconds), more evidence of speech (see :func:`speech_mask`).
     """
-    speech = speech_mask(channels.mean(axis=0), SR, HOP_S, min_silence_ms=VAD_MIN_SILENCE_MS, heard=heard)
+    mix = channels.mean(axis=0)
+    # Trimmed to the voice: a turn ends where its party stops speaking, not where the VAD's padding
+    # does, and the pause to the other party's turn (or one's own next) is then seen whole.
+    speech = trim_to_voice(mix, SR, HOP_S, speech_mask(mix, SR, HOP_S, min_silence_ms=VAD_MIN_SILENCE_MS, heard=heard))
     levels = _levels_db(channels)
     n = min(speech.size, levels.shape[1])
     labels = np.full(n, SILENCE, dtype=np.int64)
