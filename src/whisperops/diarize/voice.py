@@ -3,9 +3,10 @@
 The wheel's own Python module needs torch, librosa and webrtcvad; only its weights are used here,
 read without torch (:mod:`whisperops.diarize.checkpoint`) and run in numpy (:class:`VoiceEncoder`),
 with the same 40-band power mel spectrogram computed by faster-whisper's filterbank and Silero VAD
-in place of webrtcvad. Speech is cut into overlapping 1.6 s windows (the encoder's training length), embedded,
-clustered (average-linkage cosine; the cut estimates the count), and each 0.1 s frame takes the
-label of the windows covering it.
+in place of webrtcvad. Speech is cut into 1.6 s windows (the encoder's training length) every
+0.8 s, embedded and clustered (average-linkage cosine, :mod:`whisperops.diarize.linkage`; the cut
+estimates the count); where neighbouring windows fall in different clusters, more windows are
+embedded between them, and each 0.1 s frame takes the label of the window centred nearest to it.
 """
 
 from __future__ import annotations
