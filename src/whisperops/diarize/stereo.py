@@ -60,14 +60,24 @@ def _levels_db(channels: np.ndarray) -> np.ndarray:
     return levels_db(channels, int(HOP_S * SR))
 
 
-def talkers_per_channel(channels: np.ndarray, *, min_share: float = 0.7) -> bool:
+def call_speech(channels: np.ndarray, heard: Sequence[tuple[float, float]] = ()) -> np.ndarray:
+    """Where anyone speaks in a call, one bool per ``HOP_S`` frame: the VAD on the mix (silences
+    from VAD_MIN_SILENCE_MS), with the transcript's words ``heard`` (see :func:`speech_mask`).
+
+    Trimmed to the voice: a turn ends where its party stops speaking, not where the VAD's padding
+    does, and the pause to the other party's turn (or one's own next) is then seen whole.
+    """
+    mix = channels.mean(axis=0)
+    return trim_to_voice(mix, SR, HOP_S, speech_mask(mix, SR, HOP_S, min_silence_ms=VAD_MIN_SILENCE_MS, heard=heard))
+
+
+def talkers_per_channel(channels: np.ndarray, speech: np.ndarray | None = None, *, min_share: float = 0.7) -> bool:
     """True when each channel carries its own speaker: most speech is clearly louder on one side, both sides talk.
 
     A mono recording copied to two channels, or a stereo mix of one room, fails this and is
-    diarized by voice instead.
+    diarized by voice instead. ``speech``: the :func:`call_speech` frames, when already known.
     """
-    mix = channels.mean(axis=0)
-    speech = speech_mask(mix, SR, HOP_S)
+    speech = call_speech(channels) if speech is None else speech
     levels = _levels_db(channels)
     n = min(speech.size, levels.shape[1])
     speech, levels = speech[:n], levels[:, :n]
@@ -78,15 +88,15 @@ def talkers_per_channel(channels: np.ndarray, *, min_share: float = 0.7) -> bool
     return bool(left + right >= min_share and min(left, right) >= 0.05)
 
 
-def split_by_channel(channels: np.ndarray, heard: Sequence[tuple[float, float]] = ()) -> list[Turn]:
+def split_by_channel(
+    channels: np.ndarray, heard: Sequence[tuple[float, float]] = (), speech: np.ndarray | None = None
+) -> list[Turn]:
     """Turns from which channel is louder while anyone speaks; speakers named in order of first speech.
 
-    ``heard``: the transcript's word spans (seconds), more evidence of speech (see :func:`speech_mask`).
+    ``heard``: the transcript's word spans (seconds), more evidence of speech (see :func:`speech_mask`);
+    ``speech``: the :func:`call_speech` frames instead, when already known.
     """
-    mix = channels.mean(axis=0)
-    # Trimmed to the voice: a turn ends where its party stops speaking, not where the VAD's padding
-    # does, and the pause to the other party's turn (or one's own next) is then seen whole.
-    speech = trim_to_voice(mix, SR, HOP_S, speech_mask(mix, SR, HOP_S, min_silence_ms=VAD_MIN_SILENCE_MS, heard=heard))
+    speech = call_speech(channels, heard) if speech is None else speech
     levels = _levels_db(channels)
     n = min(speech.size, levels.shape[1])
     labels = np.full(n, SILENCE, dtype=np.int64)
