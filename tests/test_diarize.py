@@ -299,8 +299,10 @@ def test_flow_run_carries_speakers_in_results(conversation, tmp_path):
 
     _, card = read_flow_run("TranscriptionFlow", "postprocess", "report", [], runtime_cwd(), dict(os.environ))
     assert "Talk time per speaker" in card and speakers in card
-    # The timeline: who spoke when along "two", beside talk time per speaker, drawn by the browser.
-    (chart,) = [c for c in _components(json.loads(card)) if c.get("type") == "vegaChart"]
+    # The timeline: who spoke when along "two", beside talk time per speaker, drawn by the browser
+    # (the card's other charts are Vega specs too; only the timeline sets two side by side).
+    charts = [c for c in _components(json.loads(card)) if c.get("type") == "vegaChart"]
+    (chart,) = [c for c in charts if "hconcat" in c["spec"]]
     timeline, talk = chart["spec"]["hconcat"]
     assert chart["spec"]["title"]["text"] == "two"
     assert {b["speaker"] for b in timeline["data"]["values"]} == {"A", "B"}
