@@ -187,8 +187,9 @@ def test_stereo_call_is_split_by_channel(conversation):
     assert talkers_per_channel(load_channels(conversation["call"]))
     hyp = diarize_file(conversation["call"], DiarizeSettings(diarize=True))
     d = diarization_error(conversation["truth"], hyp)
-    # Turn edges are the VAD's own, within the collar: the target for calls is 2%.
-    assert d.rate("confusion") <= 0.02 and d.der <= 0.02, d
+    # The target for calls is 2%. Turns end where the voice does: with the VAD's padding
+    # into the silence after a turn, 0.2 s of false alarm made this 1.4%.
+    assert d.rate("confusion") <= 0.02 and d.der <= 0.01 and d.false_alarm_s <= 0.05, d
     # A mono recording copied to both channels carries no channel cue: it is diarized by voice.
     assert not talkers_per_channel(load_channels(conversation["dual_mono"]))
 
@@ -298,8 +299,10 @@ def test_flow_run_carries_speakers_in_results(conversation, tmp_path):
 
     _, card = read_flow_run("TranscriptionFlow", "postprocess", "report", [], runtime_cwd(), dict(os.environ))
     assert "Talk time per speaker" in card and speakers in card
-    # The timeline: who spoke when along "two", beside talk time per speaker, drawn by the browser.
-    (chart,) = [c for c in _components(json.loads(card)) if c.get("type") == "vegaChart"]
+    # The timeline: who spoke when along "two", beside talk time per speaker, drawn by the browser
+    # (the card's other charts are Vega specs too; only the timeline sets two side by side).
+    charts = [c for c in _components(json.loads(card)) if c.get("type") == "vegaChart"]
+    (chart,) = [c for c in charts if "hconcat" in c["spec"]]
     timeline, talk = chart["spec"]["hconcat"]
     assert chart["spec"]["title"]["text"] == "two"
     assert {b["speaker"] for b in timeline["data"]["values"]} == {"A", "B"}

@@ -113,13 +113,15 @@ def diarize_file(
 
     ``heard``: the spans (seconds) of the file's transcribed words (see :func:`words_heard`).
     """
-    from whisperops.diarize.stereo import load_channels, split_by_channel, talkers_per_channel
+    from whisperops.diarize.stereo import call_speech, load_channels, split_by_channel, talkers_per_channel
 
     settings = settings or DiarizeSettings(diarize=True)
     channels = load_channels(path)
-    stereo = channels.shape[0] == 2 and settings.channels != "mix"
-    if stereo and (settings.channels == "split" or talkers_per_channel(channels)):
-        return split_by_channel(channels, heard)
+    if channels.shape[0] == 2 and settings.channels != "mix":
+        # One VAD pass for both the choice and the split.
+        speech = call_speech(channels, heard)
+        if settings.channels == "split" or talkers_per_channel(channels, speech):
+            return split_by_channel(channels, speech=speech)
     return get_diarizer(settings.engine).diarize(
         channels.mean(axis=0),
         16000,

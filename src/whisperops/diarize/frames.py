@@ -50,6 +50,43 @@ def speech_mask(
     return mask
 
 
+# A frame this close to the recording's noise floor (dB, the noise's own spread) is not speech; the
+# floor is judged from at least NOISE_FLOOR_S of non-speech, and never below NOISE_FLOOR_MIN_DB
+# (digital silence has no floor: judged against a quiet room instead).
+NOISE_FLOOR_MARGIN_DB = 3.0
+NOISE_FLOOR_S = 1.0
+NOISE_FLOOR_MIN_DB = -70.0
+
+
+def trim_to_voice(audio: np.ndarray, sr: int, hop_s: float, speech: np.ndarray) -> np.ndarray:
+    """``speech`` (a :func:`speech_mask`) with each stretch's edge frames dropped while they are no
+    louder than the noise outside speech (its median level).
+
+    The VAD pads each stretch, and a word's timing can reach past its sound: a stretch then starts
+    or ends in the room's noise (or silence), which closes the pause to the next turn. Only the
+    edges are trimmed: quiet speech inside a stretch can sit as close to the floor, and is speech.
+    The voice engine does not use it: on narrow-band copies it cut the onsets of quiet readers'
+    words that the truth counts as speech.
+    """
+    level = levels_db(audio, round(hop_s * sr))
+    n = min(level.size, speech.size)
+    quiet = level[:n][~speech[:n]]
+    if quiet.size * hop_s < NOISE_FLOOR_S:
+        return speech
+    floor = max(float(np.median(quiet)), NOISE_FLOOR_MIN_DB)
+    voiced = np.ones(speech.size, dtype=bool)
+    voiced[:n] = level[:n] > floor + NOISE_FLOOR_MARGIN_DB
+    out = speech.copy()
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], speech.astype(np.int8), [0]])))
+    for a, b in zip(edges[::2], edges[1::2], strict=True):
+        inside = np.flatnonzero(voiced[a:b])
+        if not inside.size:
+            continue  # nothing above the floor at all: leave it to the VAD
+        out[a : a + inside[0]] = False
+        out[a + inside[-1] + 1 : b] = False
+    return out
+
+
 def levels_db(x: np.ndarray, hop: int) -> np.ndarray:
     """Mean-square level of each ``hop``-sample frame along the last axis, in dBFS (a partial last frame dropped)."""
     n = x.shape[-1] // hop

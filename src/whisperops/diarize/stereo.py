@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from whisperops.diarize import Turn
-from whisperops.diarize.frames import SILENCE, levels_db, smooth, speech_mask, to_turns
+from whisperops.diarize.frames import SILENCE, levels_db, smooth, speech_mask, to_turns, trim_to_voice
 
 SR = 16000
 # Frames of 20 ms: a turn's edges are the VAD's own (its padding is inside the scoring collar);
@@ -27,12 +27,32 @@ VAD_MIN_SILENCE_MS = 200
 def load_channels(path: str | Path) -> np.ndarray:
     """``(channels, samples)`` float32 at 16 kHz: 1 row for mono, 2 for stereo (more are mixed to 2).
 
-    Decoded by :func:`whisperops.audio.load_audio`, with its checks on what is opened.
+    Decoded by :func:`whisperops.audio.load_audio`, with its checks on what is opened; a 16 kHz
+    WAV or FLAC of one or two channels is read as it is by soundfile (the same samples, a tenth of
+    the time: the file was just decoded once for its transcript).
     """
     from whisperops.audio import load_audio
 
-    channels = load_audio(path, SR, mono=False)
+    channels = _read_as_is(Path(path))
+    if channels is None:
+        channels = load_audio(path, SR, mono=False)
     return channels[None, :] if channels.ndim == 1 else channels
+
+
+def _read_as_is(path: Path) -> np.ndarray | None:
+    """The samples of a 16 kHz WAV/FLAC of at most 2 channels, ``(channels, n)``; else None."""
+    if path.suffix.lower() not in (".wav", ".flac"):
+        return None
+    try:
+        import soundfile as sf
+
+        info = sf.info(str(path))
+        if info.samplerate != SR or not 1 <= info.channels <= 2 or info.frames == 0:
+            return None
+        samples, _ = sf.read(str(path), dtype="float32", always_2d=True)
+    except Exception:  # anything soundfile cannot read goes through load_audio and its errors
+        return None
+    return np.ascontiguousarray(samples.T)
 
 
 def _levels_db(channels: np.ndarray) -> np.ndarray:
@@ -40,14 +60,24 @@ def _levels_db(channels: np.ndarray) -> np.ndarray:
     return levels_db(channels, int(HOP_S * SR))
 
 
-def talkers_per_channel(channels: np.ndarray, *, min_share: float = 0.7) -> bool:
+def call_speech(channels: np.ndarray, heard: Sequence[tuple[float, float]] = ()) -> np.ndarray:
+    """Where anyone speaks in a call, one bool per ``HOP_S`` frame: the VAD on the mix (silences
+    from VAD_MIN_SILENCE_MS), with the transcript's words ``heard`` (see :func:`speech_mask`).
+
+    Trimmed to the voice: a turn ends where its party stops speaking, not where the VAD's padding
+    does, and the pause to the other party's turn (or one's own next) is then seen whole.
+    """
+    mix = channels.mean(axis=0)
+    return trim_to_voice(mix, SR, HOP_S, speech_mask(mix, SR, HOP_S, min_silence_ms=VAD_MIN_SILENCE_MS, heard=heard))
+
+
+def talkers_per_channel(channels: np.ndarray, speech: np.ndarray | None = None, *, min_share: float = 0.7) -> bool:
     """True when each channel carries its own speaker: most speech is clearly louder on one side, both sides talk.
 
     A mono recording copied to two channels, or a stereo mix of one room, fails this and is
-    diarized by voice instead.
+    diarized by voice instead. ``speech``: the :func:`call_speech` frames, when already known.
     """
-    mix = channels.mean(axis=0)
-    speech = speech_mask(mix, SR, HOP_S)
+    speech = call_speech(channels) if speech is None else speech
     levels = _levels_db(channels)
     n = min(speech.size, levels.shape[1])
     speech, levels = speech[:n], levels[:, :n]
@@ -58,12 +88,15 @@ def talkers_per_channel(channels: np.ndarray, *, min_share: float = 0.7) -> bool
     return bool(left + right >= min_share and min(left, right) >= 0.05)
 
 
-def split_by_channel(channels: np.ndarray, heard: Sequence[tuple[float, float]] = ()) -> list[Turn]:
+def split_by_channel(
+    channels: np.ndarray, heard: Sequence[tuple[float, float]] = (), speech: np.ndarray | None = None
+) -> list[Turn]:
     """Turns from which channel is louder while anyone speaks; speakers named in order of first speech.
 
-    ``heard``: the transcript's word spans (seconds), more evidence of speech (see :func:`speech_mask`).
+    ``heard``: the transcript's word spans (seconds), more evidence of speech (see :func:`speech_mask`);
+    ``speech``: the :func:`call_speech` frames instead, when already known.
     """
-    speech = speech_mask(channels.mean(axis=0), SR, HOP_S, min_silence_ms=VAD_MIN_SILENCE_MS, heard=heard)
+    speech = call_speech(channels, heard) if speech is None else speech
     levels = _levels_db(channels)
     n = min(speech.size, levels.shape[1])
     labels = np.full(n, SILENCE, dtype=np.int64)

@@ -1,10 +1,12 @@
 """Mono diarization with Resemblyzer's voice encoder (GE2E, 17 MB of weights in its wheel).
 
-The wheel's own Python module needs librosa and webrtcvad; only its weights are used here, with the
-same 40-band power mel spectrogram computed by faster-whisper's filterbank and Silero VAD in place of
-webrtcvad. Speech is cut into overlapping 1.6 s windows (the encoder's training length), embedded,
-clustered (average-linkage cosine; the cut estimates the count), and each 0.1 s frame takes the
-label of the windows covering it.
+The wheel's own Python module needs torch, librosa and webrtcvad; only its weights are used here,
+read without torch (:mod:`whisperops.diarize.checkpoint`) and run in numpy (:class:`VoiceEncoder`),
+with the same 40-band power mel spectrogram computed by faster-whisper's filterbank and Silero VAD
+in place of webrtcvad. Speech is cut into 1.6 s windows (the encoder's training length) every
+0.8 s, embedded and clustered (average-linkage cosine, :mod:`whisperops.diarize.linkage`; the cut
+estimates the count); where neighbouring windows fall in different clusters, more windows are
+embedded between them, and each 0.1 s frame takes the label of the window centred nearest to it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import numpy as np
 
 from whisperops.diarize import Turn
 from whisperops.diarize.frames import SILENCE, smooth, speech_mask, to_turns
+from whisperops.diarize.linkage import AverageLinkage
 from whisperops.errors import WhisperOpsError
 
 log = logging.getLogger(__name__)
@@ -26,8 +29,15 @@ SR = 16000
 MEL_HOP = 160  # 10 ms
 MEL_FFT = 400  # 25 ms
 WINDOW_FRAMES = 160  # 1.6 s, the encoder's partial-utterance length
-STEP_FRAMES = 40  # 0.4 s between windows
+# Windows every 0.8 s; where neighbours fall in different clusters, windows are added between them
+# down to 0.2 s apart (see VoiceEncoderDiarizer._place_changes).
+STEP_FRAMES = 80
+FINE_STEP_FRAMES = 20
 HOP_S = 0.1  # resolution of the labels
+# Windows embedded together (bounds the encoder's buffers) and time steps whose input projection is
+# one matmul (small enough to stay in cache for the recurrence reading it).
+EMBED_BATCH = 64
+PROJECTION_STEPS = 8
 # Average-linkage cosine distance at which two clusters are taken to be different voices.
 MERGE_DISTANCE = 0.4
 # Without a count given, a cluster this small (share of speech windows) is folded into its nearest.
@@ -57,20 +67,111 @@ def weights_path() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pretrained.pt"
 
 
+class VoiceEncoder:
+    """Resemblyzer's GE2E encoder (3-layer LSTM 40 -> 256, Linear 256 -> 256, ReLU, L2 norm) in numpy.
+
+    Importing torch for this small network cost more than running it. The gates are reordered to
+    (input, forget, output, cell) and kept gate-major, ``(4, batch, 256)``: each gate is one
+    contiguous block for the elementwise steps, and each matmul is four 256-wide ones, which BLAS
+    runs without repacking a 1024-wide weight matrix at every step when the batch is small. The
+    sigmoid gates' weights are pre-scaled by 1/2, so one ``tanh`` over all four gates gives them
+    all: sigmoid(x) = (tanh(x / 2) + 1) / 2. Each layer's input projection is one matmul over a
+    block of time steps; only the recurrence steps through the window.
+    """
+
+    HIDDEN = 256
+
+    def __init__(self, state: dict[str, np.ndarray]) -> None:
+        h = self.HIDDEN
+        order = np.r_[0 : 2 * h, 3 * h : 4 * h, 2 * h : 3 * h]
+        scale = np.r_[np.full(3 * h, 0.5), np.ones(h)].astype(np.float32)
+
+        def by_gate(w: np.ndarray) -> np.ndarray:
+            """``(4h, n)`` torch weights -> ``(4, n, h)``, reordered and scaled."""
+            return _f32((w[order] * scale[:, None]).reshape(4, h, -1).transpose(0, 2, 1))
+
+        self.layers: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+        for i in range(3):
+            bias = (state[f"lstm.bias_ih_l{i}"] + state[f"lstm.bias_hh_l{i}"])[order] * scale
+            w_in, w_rec = state[f"lstm.weight_ih_l{i}"], state[f"lstm.weight_hh_l{i}"]
+            self.layers.append((by_gate(w_in), by_gate(w_rec), _f32(bias.reshape(4, 1, h))))
+        self.linear_w, self.linear_b = _f32(state["linear.weight"].T), _f32(state["linear.bias"])
+
+    def __call__(self, mels: np.ndarray) -> np.ndarray:
+        """L2-normalised embeddings of ``(batch, frames, 40)`` mel windows, ``(batch, 256)``."""
+        from threadpoolctl import threadpool_limits
+
+        out = np.zeros((len(mels), self.HIDDEN), np.float32)
+        # One BLAS thread: these matmuls are small, and a second thread loses many times over what it
+        # gains when the other core is busy (the decoder's threads, other work on the machine).
+        with threadpool_limits(1, user_api="blas"):
+            for i in range(0, len(mels), EMBED_BATCH):
+                raw = np.maximum(self.last_hidden(mels[i : i + EMBED_BATCH]) @ self.linear_w + self.linear_b, 0)
+                out[i : i + EMBED_BATCH] = raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12)
+        return out
+
+    def last_hidden(self, mels: np.ndarray) -> np.ndarray:
+        """The top layer's hidden state after the last frame, ``(batch, 256)``."""
+        h = self.HIDDEN
+        batch, steps = mels.shape[:2]
+        seq = np.ascontiguousarray(mels.transpose(1, 0, 2), dtype=np.float32)  # time-major
+        block = min(PROJECTION_STEPS, steps)
+        projected = np.empty((4, block * batch, h), np.float32)
+        gates = np.empty((4, batch, h), np.float32)
+        new = np.empty((batch, h), np.float32)
+        # Two sequence buffers, each layer reading one and writing the other.
+        buffers = [np.empty((steps, batch, h), np.float32), np.empty((steps, batch, h), np.float32)]
+        for layer, (w_in, w_rec, bias) in enumerate(self.layers):
+            out = buffers[layer % 2]
+            hidden = np.zeros((batch, h), np.float32)
+            cell = np.zeros((batch, h), np.float32)
+            for t0 in range(0, steps, block):
+                n = min(block, steps - t0)
+                proj = projected[:, : n * batch]
+                np.matmul(seq[t0 : t0 + n].reshape(n * batch, -1), w_in, out=proj)
+                proj += bias
+                for t in range(n):
+                    np.matmul(hidden, w_rec, out=gates)
+                    gates += proj[:, t * batch : (t + 1) * batch]
+                    np.tanh(gates, out=gates)
+                    sigmoid = gates[:3]
+                    sigmoid *= 0.5
+                    sigmoid += 0.5
+                    np.multiply(gates[0], gates[3], out=new)
+                    cell *= gates[1]
+                    cell += new
+                    hidden = out[t0 + t]
+                    np.tanh(cell, out=hidden)
+                    hidden *= gates[2]
+            seq = out
+        return hidden.copy()
+
+
+def _f32(a: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(a, dtype=np.float32)
+
+
 class VoiceEncoderDiarizer:
     """Resemblyzer embeddings + agglomerative clustering; see the module's docstring."""
 
     def __init__(self) -> None:
-        import torch
         from faster_whisper.feature_extractor import FeatureExtractor
 
-        state = torch.load(weights_path(), map_location="cpu", weights_only=True)["model_state"]
-        self.lstm = torch.nn.LSTM(40, 256, 3, batch_first=True)
-        self.linear = torch.nn.Linear(256, 256)
-        self.lstm.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("lstm.")})
-        self.linear.load_state_dict({k[7:]: v for k, v in state.items() if k.startswith("linear.")})
-        self.lstm.eval()
+        from whisperops.diarize import checkpoint
+
+        path = weights_path()
+        try:
+            state = checkpoint.load(path)["model_state"]
+            self.encoder = VoiceEncoder(state)
+        except (checkpoint.CheckpointError, KeyError, TypeError) as err:
+            raise WhisperOpsError(
+                f"{path}: not resemblyzer's voice encoder ({err}); reinstall it: pip install --no-deps resemblyzer"
+            ) from err
         self.mel_filters = FeatureExtractor.get_mel_filters(SR, MEL_FFT, n_mels=40).astype(np.float32)
+
+    def embed(self, mels: np.ndarray) -> np.ndarray:
+        """L2-normalised embeddings of ``(batch, WINDOW_FRAMES, 40)`` mel windows."""
+        return self.encoder(mels)
 
     def mel(self, audio: np.ndarray) -> np.ndarray:
         """Power mel spectrogram, ``(frames, 40)``, as resemblyzer's (librosa's) with centred frames."""
@@ -87,32 +188,13 @@ class VoiceEncoderDiarizer:
         power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
         return (power @ self.mel_filters.T).astype(np.float32)
 
-    def embed(self, mels: np.ndarray) -> np.ndarray:
-        """L2-normalised embeddings of ``(batch, WINDOW_FRAMES, 40)`` mel windows."""
-        import torch
-
-        out = []
-        threads = torch.get_num_threads()
-        # One thread: the small LSTM gains nothing from more, and loses many times over when the
-        # cores are busy (the decoder's own threads, other work on the machine).
-        torch.set_num_threads(1)
-        try:
-            with torch.inference_mode():
-                for i in range(0, len(mels), 64):
-                    _, (hidden, _) = self.lstm(torch.from_numpy(mels[i : i + 64]))
-                    raw = torch.relu(self.linear(hidden[-1]))
-                    out.append(torch.nn.functional.normalize(raw, dim=1).numpy())
-        finally:
-            torch.set_num_threads(threads)
-        return np.concatenate(out) if out else np.zeros((0, 256), np.float32)
-
     def voiceprint(self, audio: np.ndarray) -> np.ndarray:
         """One L2-normalised embedding for a stretch of one voice: the mean of its windows'."""
         mel = self.mel(np.asarray(audio, dtype=np.float32))
         if mel.shape[0] < WINDOW_FRAMES:
             mel = np.pad(mel, ((0, WINDOW_FRAMES - mel.shape[0]), (0, 0)))
-        starts = range(0, mel.shape[0] - WINDOW_FRAMES + 1, STEP_FRAMES)
-        mean = self.embed(np.stack([mel[s : s + WINDOW_FRAMES] for s in starts])).mean(axis=0)
+        starts = np.arange(0, mel.shape[0] - WINDOW_FRAMES + 1, STEP_FRAMES)
+        mean = self.embed(_stack(mel, starts)).mean(axis=0)
         return mean / (np.linalg.norm(mean) + 1e-9)
 
     def diarize(
@@ -131,11 +213,13 @@ class VoiceEncoderDiarizer:
         if not speech.any():
             return []
         mel = self.mel(audio)
-        starts, centres = _windows(speech, mel.shape[0])
+        starts = _windows(speech, mel.shape[0])
         if len(starts) == 0:
             return []
-        embeddings = self.embed(np.stack([mel[s : s + WINDOW_FRAMES] for s in starts]))
+        embeddings = self.embed(_stack(mel, starts))
         window_labels = cluster(embeddings, num_speakers, min_speakers, max_speakers)
+        starts, window_labels = self._place_changes(mel, starts, embeddings, window_labels)
+        centres = (starts + WINDOW_FRAMES / 2) * MEL_HOP / SR
         labels = np.full(speech.size, SILENCE, dtype=np.int64)
         speech_frames = np.flatnonzero(speech)
         # Each speech frame takes the label of the window centred nearest to it.
@@ -143,9 +227,42 @@ class VoiceEncoderDiarizer:
         labels[speech_frames] = window_labels[nearest]
         return to_turns(smooth(labels, 7), HOP_S)
 
+    def _place_changes(
+        self, mel: np.ndarray, starts: np.ndarray, embeddings: np.ndarray, labels: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Starts and labels with windows added between neighbours of different clusters, halving the
+        spacing there down to :data:`FINE_STEP_FRAMES`; each new window takes its nearest cluster.
 
-def _windows(speech: np.ndarray, n_mel: int) -> tuple[np.ndarray, np.ndarray]:
-    """Start mel frame and centre (seconds) of each window: every 0.4 s through each stretch of speech."""
+        Only where the speaker changes does the spacing of windows matter (a frame takes its nearest
+        window's label): a coarse step everywhere else halves the embeddings at the same resolution.
+        """
+        k = int(labels.max()) + 1
+        if k < 2:
+            return starts, labels
+        centroids = np.stack([embeddings[labels == c].mean(axis=0) for c in range(k)])
+        centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
+        step = STEP_FRAMES
+        while step > FINE_STEP_FRAMES:
+            gap = np.diff(starts)
+            pairs = np.flatnonzero((labels[:-1] != labels[1:]) & (gap <= step) & (gap > 1))
+            if not pairs.size:
+                break
+            new = (starts[pairs] + starts[pairs + 1]) // 2
+            new_labels = (self.embed(_stack(mel, new)) @ centroids.T).argmax(axis=1)
+            order = np.argsort(np.concatenate([starts, new]), kind="stable")
+            starts = np.concatenate([starts, new])[order]
+            labels = np.concatenate([labels, new_labels])[order]
+            step //= 2
+        return starts, labels
+
+
+def _stack(mel: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """The ``(len(starts), WINDOW_FRAMES, 40)`` mel windows starting at ``starts``."""
+    return np.stack([mel[s : s + WINDOW_FRAMES] for s in starts])
+
+
+def _windows(speech: np.ndarray, n_mel: int) -> np.ndarray:
+    """Start mel frame of each window: every STEP_FRAMES through each stretch of speech."""
     frames_per_hop = round(HOP_S * SR / MEL_HOP)
     starts: list[int] = []
     edges = np.flatnonzero(np.diff(np.concatenate([[0], speech.astype(np.int8), [0]])))
@@ -160,8 +277,7 @@ def _windows(speech: np.ndarray, n_mel: int) -> tuple[np.ndarray, np.ndarray]:
         if (hi - WINDOW_FRAMES - lo) % STEP_FRAMES:
             starts.append(hi - WINDOW_FRAMES)
     starts = [s for s in starts if s + WINDOW_FRAMES <= n_mel]
-    arr = np.array(sorted(set(starts)), dtype=np.int64)
-    return arr, (arr + WINDOW_FRAMES / 2) * MEL_HOP / SR
+    return np.array(sorted(set(starts)), dtype=np.int64)
 
 
 def cluster(
@@ -173,30 +289,24 @@ def cluster(
     merge_distance: float = MERGE_DISTANCE,
 ) -> np.ndarray:
     """A label per embedding: average-linkage cosine clustering, cut at ``merge_distance`` or at a count."""
-    from scipy.cluster.hierarchy import fcluster, linkage
-
     n = len(embeddings)
     if n == 1:
         return np.zeros(1, dtype=np.int64)
-    tree = linkage(embeddings, method="average", metric="cosine")
+    tree = AverageLinkage(embeddings)
     if num_speakers:
         k = min(num_speakers, n)
     else:
         k = split_by_silhouette(embeddings, tree, min(max_speakers or MAX_ESTIMATED, MAX_ESTIMATED))
         if k is None:
-            labels = fcluster(tree, t=merge_distance, criterion="distance")
-            sizes = np.bincount(labels)[1:]
+            sizes = np.bincount(tree.cut_at(merge_distance))
             k = max(1, int((sizes >= max(2, MIN_CLUSTER_SHARE * n)).sum()))
         k = min(max(k, min_speakers or 1), max_speakers or k, n)
-    labels = fcluster(tree, t=k, criterion="maxclust") - 1
-    return _refine(embeddings, labels)
+    return _refine(embeddings, tree.cut(k))
 
 
-def split_by_silhouette(embeddings: np.ndarray, tree: np.ndarray, most: int) -> int | None:
+def split_by_silhouette(embeddings: np.ndarray, tree: AverageLinkage, most: int) -> int | None:
     """The count in ``2..most`` whose cut of ``tree`` has the best mean silhouette, or None when none
     reaches :data:`MIN_SILHOUETTE` (see there)."""
-    from scipy.cluster.hierarchy import fcluster
-
     n = len(embeddings)
     if n < SILHOUETTE_MIN_WINDOWS:
         return None
@@ -204,7 +314,7 @@ def split_by_silhouette(embeddings: np.ndarray, tree: np.ndarray, most: int) -> 
     distance = 1.0 - embeddings[sample] @ embeddings[sample].T
     best, best_score = None, MIN_SILHOUETTE
     for k in range(2, most + 1):
-        labels = fcluster(tree, t=k, criterion="maxclust") - 1
+        labels = tree.cut(k)
         if np.bincount(labels, minlength=k).min() < SILHOUETTE_MIN_SHARE * n:
             continue
         score = silhouette(distance, labels[sample])
