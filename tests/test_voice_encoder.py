@@ -155,20 +155,3 @@ def test_average_linkage_cuts_as_scipy_does(diarizer, conversation_windows):
             assert _same_partition(ours.cut(k), fcluster(tree, t=k, criterion="maxclust")), (name, k)
         for t in (0.2, 0.4, 0.6):
             assert _same_partition(ours.cut_at(t), fcluster(tree, t=t, criterion="distance")), (name, t)
-
-
-def test_channels_read_as_is_are_the_decoders_samples(shared_speech, tmp_path):
-    import soundfile as sf
-
-    from whisperops.audio import load_audio
-    from whisperops.diarize.stereo import _read_as_is, load_channels
-
-    flac = shared_speech / "librispeech/2412-153948-0000.flac"
-    mono = load_audio(flac, 16000)
-    sf.write(tmp_path / "call.wav", np.stack([mono, 0.1 * mono], axis=1), 16000, subtype="PCM_16")
-    sf.write(tmp_path / "call8k.wav", np.stack([mono[::2], mono[::2]], axis=1), 8000, subtype="PCM_16")
-    for path in (flac, tmp_path / "call.wav", tmp_path / "call8k.wav"):
-        np.testing.assert_allclose(load_channels(path), np.atleast_2d(load_audio(path, 16000, mono=False)), atol=1e-6)
-    assert _read_as_is(tmp_path / "call8k.wav") is None  # resampled by the decoder instead
-    (tmp_path / "broken.wav").write_bytes(b"RIFF....WAVEfmt ")
-    assert _read_as_is(tmp_path / "broken.wav") is None

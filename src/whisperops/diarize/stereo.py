@@ -27,32 +27,12 @@ VAD_MIN_SILENCE_MS = 200
 def load_channels(path: str | Path) -> np.ndarray:
     """``(channels, samples)`` float32 at 16 kHz: 1 row for mono, 2 for stereo (more are mixed to 2).
 
-    Decoded by :func:`whisperops.audio.load_audio`, with its checks on what is opened; a 16 kHz
-    WAV or FLAC of one or two channels is read as it is by soundfile (the same samples, a tenth of
-    the time: the file was just decoded once for its transcript).
+    Decoded by :func:`whisperops.audio.load_audio`, with its checks on what is opened.
     """
     from whisperops.audio import load_audio
 
-    channels = _read_as_is(Path(path))
-    if channels is None:
-        channels = load_audio(path, SR, mono=False)
+    channels = load_audio(path, SR, mono=False)
     return channels[None, :] if channels.ndim == 1 else channels
-
-
-def _read_as_is(path: Path) -> np.ndarray | None:
-    """The samples of a 16 kHz WAV/FLAC of at most 2 channels, ``(channels, n)``; else None."""
-    if path.suffix.lower() not in (".wav", ".flac"):
-        return None
-    try:
-        import soundfile as sf
-
-        info = sf.info(str(path))
-        if info.samplerate != SR or not 1 <= info.channels <= 2 or info.frames == 0:
-            return None
-        samples, _ = sf.read(str(path), dtype="float32", always_2d=True)
-    except Exception:  # anything soundfile cannot read goes through load_audio and its errors
-        return None
-    return np.ascontiguousarray(samples.T)
 
 
 def _levels_db(channels: np.ndarray) -> np.ndarray:
