@@ -155,3 +155,19 @@ def test_average_linkage_cuts_as_scipy_does(diarizer, conversation_windows):
             assert _same_partition(ours.cut(k), fcluster(tree, t=k, criterion="maxclust")), (name, k)
         for t in (0.2, 0.4, 0.6):
             assert _same_partition(ours.cut_at(t), fcluster(tree, t=t, criterion="distance")), (name, t)
+
+
+def test_batches_embedded_in_threads_equal_one_thread(diarizer, jfk, monkeypatch):
+    """Windows are embedded a batch per thread where cores allow: the same vectors as one thread."""
+    from whisperops.audio import load_audio
+    from whisperops.diarize import voice
+
+    mel = diarizer.mel(load_audio(jfk))
+    mels = np.stack([mel[s : s + voice.WINDOW_FRAMES] for s in range(0, mel.shape[0] - voice.WINDOW_FRAMES, 5)])
+    assert len(mels) > 2 * voice.EMBED_BATCH
+    monkeypatch.setattr(voice, "_cores", lambda: 1)
+    alone = [diarizer.embed(mels), diarizer.embed(mels[:20])]
+    monkeypatch.setattr(voice, "_cores", lambda: 3)
+    assert np.array_equal(diarizer.embed(mels), alone[0])
+    assert np.array_equal(diarizer.embed(mels[:20]), alone[1]), "a short file's windows split over the cores"
+    assert diarizer.embed(mels[:0]).shape == (0, 256)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,6 +39,9 @@ HOP_S = 0.1  # resolution of the labels
 # one matmul (small enough to stay in cache for the recurrence reading it).
 EMBED_BATCH = 64
 PROJECTION_STEPS = 8
+# Batches of windows embedded at once (at most one per core), each of at least MIN_BATCH windows.
+EMBED_THREADS = 2
+MIN_BATCH = 8
 # Average-linkage cosine distance at which two clusters are taken to be different voices.
 MERGE_DISTANCE = 0.4
 # Without a count given, a cluster this small (share of speech windows) is folded into its nearest.
@@ -99,15 +103,33 @@ class VoiceEncoder:
 
     def __call__(self, mels: np.ndarray) -> np.ndarray:
         """L2-normalised embeddings of ``(batch, frames, 40)`` mel windows, ``(batch, 256)``."""
+        from concurrent.futures import ThreadPoolExecutor
+
         from threadpoolctl import threadpool_limits
 
         out = np.zeros((len(mels), self.HIDDEN), np.float32)
-        # One BLAS thread: these matmuls are small, and a second thread loses many times over what it
-        # gains when the other core is busy (the decoder's threads, other work on the machine).
+
+        def embed(i: int) -> None:
+            raw = np.maximum(self.last_hidden(mels[i : i + size]) @ self.linear_w + self.linear_b, 0)
+            out[i : i + size] = raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12)
+
+        # At least EMBED_THREADS batches where there are windows enough, so that a short file's windows
+        # also spread over the cores; the batches depend only on the windows, so the vectors do too.
+        parts = max(math.ceil(len(mels) / EMBED_BATCH), min(EMBED_THREADS, len(mels) // MIN_BATCH))
+        size = max(1, math.ceil(len(mels) / max(parts, 1)))
+        starts = range(0, len(mels), size)
+        workers = min(EMBED_THREADS, len(starts), _cores())
+        # One BLAS thread: these matmuls are small, and a BLAS thread spinning for work loses many times
+        # over what it gains when the other core is busy. Batches go to Python threads instead: numpy
+        # releases the GIL in its products and ufuncs, and a thread with no core simply waits its turn.
+        # The batches do not depend on the cores, so neither do the embeddings.
         with threadpool_limits(1, user_api="blas"):
-            for i in range(0, len(mels), EMBED_BATCH):
-                raw = np.maximum(self.last_hidden(mels[i : i + EMBED_BATCH]) @ self.linear_w + self.linear_b, 0)
-                out[i : i + EMBED_BATCH] = raw / np.maximum(np.linalg.norm(raw, axis=1, keepdims=True), 1e-12)
+            if workers > 1:
+                with ThreadPoolExecutor(workers, thread_name_prefix="whisperops-voice") as pool:
+                    list(pool.map(embed, starts))
+            else:
+                for i in starts:
+                    embed(i)
         return out
 
     def last_hidden(self, mels: np.ndarray) -> np.ndarray:
@@ -145,6 +167,13 @@ class VoiceEncoder:
                     hidden *= gates[2]
             seq = out
         return hidden.copy()
+
+
+def _cores() -> int:
+    """CPU cores this process may run on."""
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _f32(a: np.ndarray) -> np.ndarray:
