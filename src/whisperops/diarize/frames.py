@@ -77,14 +77,19 @@ def trim_to_voice(audio: np.ndarray, sr: int, hop_s: float, speech: np.ndarray) 
     voiced = np.ones(speech.size, dtype=bool)
     voiced[:n] = level[:n] > floor + NOISE_FLOOR_MARGIN_DB
     out = speech.copy()
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], speech.astype(np.int8), [0]])))
-    for a, b in zip(edges[::2], edges[1::2], strict=True):
+    for a, b in stretches(speech):
         inside = np.flatnonzero(voiced[a:b])
         if not inside.size:
             continue  # nothing above the floor at all: leave it to the VAD
         out[a : a + inside[0]] = False
         out[a + inside[-1] + 1 : b] = False
     return out
+
+
+def stretches(mask: np.ndarray) -> list[tuple[int, int]]:
+    """``(start, end)`` frame indexes (end exclusive) of each run of True in ``mask``."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
 
 
 def levels_db(x: np.ndarray, hop: int) -> np.ndarray:

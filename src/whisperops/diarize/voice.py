@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from whisperops.diarize import Turn
-from whisperops.diarize.frames import SILENCE, smooth, speech_mask, to_turns
+from whisperops.diarize.frames import SILENCE, smooth, speech_mask, stretches, to_turns
 from whisperops.diarize.linkage import AverageLinkage
 from whisperops.errors import WhisperOpsError
 
@@ -268,7 +268,7 @@ class VoiceEncoderDiarizer:
         k = int(labels.max()) + 1
         if k < 2:
             return starts, labels
-        centroids = np.stack([embeddings[labels == c].mean(axis=0) for c in range(k)])
+        centroids = _centroids(embeddings, labels, k)
         centroids /= np.maximum(np.linalg.norm(centroids, axis=1, keepdims=True), 1e-12)
         step = STEP_FRAMES
         while step > FINE_STEP_FRAMES:
@@ -294,8 +294,7 @@ def _windows(speech: np.ndarray, n_mel: int) -> np.ndarray:
     """Start mel frame of each window: every STEP_FRAMES through each stretch of speech."""
     frames_per_hop = round(HOP_S * SR / MEL_HOP)
     starts: list[int] = []
-    edges = np.flatnonzero(np.diff(np.concatenate([[0], speech.astype(np.int8), [0]])))
-    for a, b in zip(edges[::2], edges[1::2], strict=True):
+    for a, b in stretches(speech):
         lo, hi = a * frames_per_hop, min(b * frames_per_hop, n_mel)
         if hi - lo <= WINDOW_FRAMES:
             # A short stretch: one window centred on it (it reaches into the pause around it).
@@ -368,12 +367,16 @@ def silhouette(distance: np.ndarray, labels: np.ndarray) -> float:
     return float(score.mean())
 
 
+def _centroids(embeddings: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
+    """The mean embedding of each of the ``k`` clusters, ``(k, dim)``."""
+    return np.stack([embeddings[labels == c].mean(axis=0) for c in range(k)])
+
+
 def _refine(embeddings: np.ndarray, labels: np.ndarray, rounds: int = 3) -> np.ndarray:
     """A few k-means steps from the tree's clusters (average linkage leaves stragglers at the edges)."""
     k = int(labels.max()) + 1
     for _ in range(rounds):
-        centroids = np.stack([embeddings[labels == c].mean(axis=0) for c in range(k)])
-        new = (embeddings @ centroids.T).argmax(axis=1)
+        new = (embeddings @ _centroids(embeddings, labels, k).T).argmax(axis=1)
         if len(np.unique(new)) < k:  # a cluster emptied: keep the tree's answer
             break
         labels = new
