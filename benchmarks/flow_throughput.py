@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import load_manifest, machine, setting_argument
@@ -36,6 +37,14 @@ from _common import load_manifest, machine, setting_argument
 from whisperops.engine import DecodeOptions
 
 FLOW_MODULE = "whisperops.flows.transcription"
+
+
+def _child_json(code: str, cwd: Path, env: dict) -> Any:
+    """The JSON that ``code`` prints last, run in a child with ``env`` (Metaflow reads it on import)."""
+    out = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit(out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def run_bare(model: str, rows: list[dict], threads: int, beam_size: int, vad: bool) -> dict:
@@ -114,10 +123,7 @@ for step in run:
 print(json.dumps({{"texts": dict(zip(df["name"], df["text"])), "summary": run.data.summary, "overhead": over,
                   "shards": len(list(run["transcribe"]))}}))
 """
-    out = subprocess.run([sys.executable, "-c", reader], cwd=sysroot, env=env, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise SystemExit(out.stderr[-2000:])
-    data = json.loads(out.stdout.strip().splitlines()[-1])
+    data = _child_json(reader, sysroot, env)
     names = [Path(r["path"]).stem for r in rows]
     return {
         "flow_wall": data["summary"]["wall_s"],
@@ -148,10 +154,7 @@ from metaflow import Run, namespace
 namespace(None)
 print(json.dumps(Run("TranscriptionFlow/{run_id.strip()}").data.summary))
 """
-    out = subprocess.run([sys.executable, "-c", reader], cwd=sysroot, env=env, capture_output=True, text=True)
-    if out.returncode != 0:
-        raise SystemExit(out.stderr[-2000:])
-    summary = json.loads(out.stdout.strip().splitlines()[-1])
+    summary = _child_json(reader, sysroot, env)
     hyps = [(out_dir / f"{Path(r['path']).stem}.txt").read_text() for r in rows]
     return {"flow_wall": summary["wall_s"], "process_wall": process_wall, "hyps": hyps, "overhead": []}
 
